@@ -1,0 +1,34 @@
+# Single entry point for set-up, the demo and the tests.
+# `make demo` and `make test` each create .venv when it is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The torch build installed when .venv has none. On a CPU-only machine this
+# pins the CPU wheel (here it is taken from the local wheel cache, no download).
+# GPU users: install your own CUDA build into .venv first (see README); the
+# set-up keeps whatever torch is already importable there.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/tts-pipeline demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_wire.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The wire: message schema, tensor framing, socket factory and endpoints."""

@@ -1,0 +1,1 @@
+"""The system: configuration, checkpoint loading, the stage supervisor, the coordinator, the client API and the CLI."""

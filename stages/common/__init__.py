@@ -1,0 +1,1 @@
+"""Helpers shared by every stage: checkpoint schemas, strict loading, the built-in random weights, conditionals."""
