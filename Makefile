@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/tts-pipeline demo
+	$(VENV)/bin/tts-pipeline selfcheck
 
 test: setup
 	$(PY) -m pytest -q
