@@ -1,0 +1,122 @@
+"""Streaming fidelity report: streamed vs offline synthesis of the same tokens, per chunk-schedule knob.
+
+For each setting of first-chunk size, extra lookahead, left-context window and prompt
+window it reports the streamed-vs-offline log-mel distance, the waveform SNR, the seam
+jump ratio (largest jump at chunk joins / largest jump inside chunks), the compute per
+second of audio (re-run overhead against offline) and the compute until the first audio
+chunk when every token is already there (the CFM+vocoder share of time to first audio).
+
+Usage: python benchmarks/bench_streaming.py [--preset tiny|small] [--tokens 100] [--prompt-tokens 157]
+Prints a markdown table on stdout. Random weights: fidelity figures measure the engine's
+plumbing and approximations, not perceptual quality.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import replace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from pipeline.models import ModelSpec, derive_seed  # noqa: E402
+from pipeline.sequential import Engine, parse_params, stream_tokens  # noqa: E402
+from stages.cfm.conds import FlowConditionals  # noqa: E402
+from stages.cfm.noise import NoiseSource  # noqa: E402
+from stages.cfm.streaming import CFMStream  # noqa: E402
+from stages.hifigan.fade import apply_trim_fade  # noqa: E402
+
+SEED = 1234  # request seed of every run: same noise, same vocoder randomness, comparable rows
+
+
+def realistic_prompt(engine: Engine, n_tokens: int) -> FlowConditionals:
+    """A made-up voice prompt of the real voice's length (the built-in Chatterbox voice has 157 tokens)."""
+    g = torch.Generator().manual_seed(99)
+    base = engine.cfm.conds
+    return FlowConditionals(
+        prompt_token=torch.randint(0, 6561, (1, n_tokens), generator=g),
+        prompt_feat=torch.rand(1, 2 * n_tokens, 80, generator=g) * 5 - 5,  # log-mel in [-5, 0]
+        embedding=base.embedding,
+    )
+
+
+def offline(engine: Engine, tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor, float]:
+    t0 = time.perf_counter()
+    mel = engine.cfm.flow.infer(torch.tensor([tokens]), engine.cfm.conds, NoiseSource(derive_seed(SEED, "cfm")))[0]
+    g = torch.Generator().manual_seed(derive_seed(SEED, "hifigan"))
+    wav = apply_trim_fade(engine.hift.inference(mel[None].float(), g)[0][0])
+    return mel, wav, time.perf_counter() - t0
+
+
+def streamed(engine: Engine, tokens: list[int], params: dict) -> dict:
+    req = parse_params({"seed": SEED, **params})
+    cfm = CFMStream(engine.cfm.flow, engine.cfm.conds, NoiseSource(derive_seed(SEED, "cfm")), req.schedule)
+    mels = [c.mel for c in cfm.push(tokens)] + [c.mel for c in cfm.finish()]
+    t0 = time.perf_counter()
+    first = None
+    chunks = []
+    for c in stream_tokens(engine, req, tokens):
+        first = first if first is not None else time.perf_counter() - t0
+        chunks.append(c)
+    total = time.perf_counter() - t0
+    return {"mel": torch.cat(mels, dim=1), "chunks": chunks, "first_s": first, "total_s": total}
+
+
+def seam_ratio(chunks) -> float:
+    y = torch.cat([c.pcm for c in chunks])
+    jumps = (y[1:] - y[:-1]).abs()
+    joins = [c.start - 1 for c in chunks[1:]]
+    if not joins:
+        return float("nan")
+    inside = jumps.clone()
+    inside[joins] = 0
+    return float(jumps[joins].max() / inside.max())
+
+
+def snr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    err = (ref - test).pow(2).sum()
+    return float(10 * torch.log10(ref.pow(2).sum() / err)) if err > 0 else math.inf
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small", choices=["tiny", "small"])
+    ap.add_argument("--tokens", type=int, default=100, help="speech tokens per utterance (25 = 1 s)")
+    ap.add_argument("--prompt-tokens", type=int, default=157, help="voice prompt length (157 = the built-in Chatterbox voice)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    engine = Engine(ModelSpec(preset=args.preset))
+    engine.cfm.conds = realistic_prompt(engine, args.prompt_tokens)
+    tokens = torch.randint(0, 6561, (args.tokens,), generator=torch.Generator().manual_seed(7)).tolist()
+    audio_s = args.tokens * 0.04
+    ref_mel, ref_wav, off_s = offline(engine, tokens)
+
+    rows = [("default", {})]
+    rows += [(f"first_chunk_tokens={v}", {"first_chunk_tokens": v}) for v in (1, 2, 8, 16, 25)]
+    rows += [(f"extra_lookahead_tokens={v}", {"extra_lookahead_tokens": v}) for v in (2, 5, 10)]
+    rows += [(f"left_context_tokens={v}", {"left_context_tokens": v}) for v in (0, 8, 16, "all")]
+    rows += [(f"prompt_tokens={v}", {"prompt_tokens": v}) for v in (50, 20, 0)]
+    rows += [(f"vocoder_lookahead_frames={v}", {"vocoder_lookahead_frames": v}) for v in (4, 8)]
+
+    print(f"Streaming fidelity, preset `{args.preset}`, {args.tokens} tokens ({audio_s:.1f} s), prompt {args.prompt_tokens} tokens, "
+          f"{args.threads} torch thread(s), torch {torch.__version__}, CPU. Offline synthesis: {off_s:.2f} s.\n")
+    print("| setting | log-mel mean abs diff | mel rel L2 | wav SNR (dB) | seam ratio | chunks | compute / audio s | vs offline | first audio (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, params in rows:
+        r = streamed(engine, tokens, params)
+        wav = torch.cat([c.pcm for c in r["chunks"]])
+        assert wav.numel() == ref_wav.numel() == 960 * args.tokens
+        mad = float((r["mel"] - ref_mel).abs().mean())
+        rel = float((r["mel"] - ref_mel).norm() / ref_mel.norm())
+        print(f"| {name} | {mad:.4f} | {rel:.4f} | {snr_db(ref_wav, wav):.1f} | {seam_ratio(r['chunks']):.2f} | {len(r['chunks'])} | "
+              f"{r['total_s'] / audio_s:.3f} | {r['total_s'] / off_s:.2f}x | {r['first_s']:.3f} |")
+    print("\nDefaults: " + ", ".join(f"{k}={v}" for k, v in engine.schedule.to_dict().items()))
+
+
+if __name__ == "__main__":
+    main()

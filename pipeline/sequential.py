@@ -1,0 +1,153 @@
+"""The single-process path: T3 -> CFM -> HiFiGAN driven in one process with the stages' streaming classes.
+
+It is the baseline the multi-process pipeline must equal (same classes, same chunk
+boundaries, same seeds: the same audio) and what `tts-pipeline say --sequential` runs.
+`offline_synthesize` is the whole-utterance path (the ground truth for sample counts).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+
+from pipeline.models import CFMPart, ModelSpec, T3Part, derive_seed, load_cfm_part, load_hifigan_part, load_t3_part
+from stages.cfm.noise import NoiseSource
+from stages.cfm.schedule import ChunkSchedule
+from stages.cfm.streaming import CFMStream
+from stages.hifigan.fade import apply_trim_fade
+from stages.hifigan.streaming import AudioChunk, VocoderStream
+
+SAMPLES_PER_TOKEN = 960  # 2 mel frames x 480 samples at 24 kHz
+
+
+class AccountingError(RuntimeError):
+    """A stage emitted a different amount than its input requires: audio would have been lost."""
+
+
+@dataclass(frozen=True)
+class RequestParams:
+    """Everything one request asks for, parsed and validated in one place."""
+
+    sampling: Any  # stages.t3.sampling.SamplingParams (seed always resolved)
+    schedule: ChunkSchedule
+
+    @property
+    def seed(self) -> int:
+        return self.sampling.seed
+
+
+def parse_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedule | None = None) -> RequestParams:
+    """Request parameters (flat map, as on the wire) -> validated RequestParams. ValueError names the field."""
+    from dataclasses import fields
+
+    from stages.t3.sampling import SamplingParams
+
+    params = dict(params or {})
+    names = {f.name for f in fields(SamplingParams)}
+    sched_names = {f.name for f in fields(ChunkSchedule)}
+    unknown = sorted(set(params) - names - sched_names)
+    if unknown:
+        raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
+    sampling = SamplingParams(**{k: v for k, v in params.items() if k in names})
+    sampling.validate()
+    sampling = replace(sampling, seed=sampling.resolved_seed())
+    schedule = ChunkSchedule.from_params(params, default_schedule)
+    return RequestParams(sampling, schedule)
+
+
+class Engine:
+    """All three stages loaded in this process."""
+
+    def __init__(self, spec: ModelSpec, schedule: ChunkSchedule | None = None):
+        self.spec = spec.check()
+        self.schedule = schedule or ChunkSchedule()
+        self.t3: T3Part = load_t3_part(spec, max_slots=8)
+        self.cfm: CFMPart = load_cfm_part(spec)
+        self.hift = load_hifigan_part(spec)
+        self.sample_rate = self.hift.cfg.sample_rate if hasattr(self.hift.cfg, "sample_rate") else 24000
+
+    def text_ids(self, text: str) -> list[int]:
+        from stages.t3.text import encode_text
+
+        return encode_text(text, self.t3.tokenizer, self.t3.generator.cfg)
+
+    def start_t3(self, text: str, req: RequestParams):
+        """Validate and prefill: every bad input is rejected here, before any audio."""
+        return self.t3.generator.start(self.text_ids(text), self.t3.conds, req.sampling)
+
+    def new_cfm_stream(self, req: RequestParams) -> CFMStream:
+        return CFMStream(self.cfm.flow, self.cfm.conds, NoiseSource(derive_seed(req.seed, "cfm")), req.schedule)
+
+    def new_vocoder_stream(self, req: RequestParams) -> VocoderStream:
+        g = torch.Generator(device=self.hift.stft_window.device).manual_seed(derive_seed(req.seed, "hifigan"))
+        return VocoderStream(self.hift, g, lookahead_frames=req.schedule.vocoder_lookahead_frames)
+
+    def stream(self, text: str, params: Mapping[str, Any] | None = None) -> Iterator[AudioChunk]:
+        """Synthesize `text`, yielding audio chunks as soon as they are final."""
+        req = parse_params(params, self.schedule)
+        session = self.start_t3(text, req)
+        try:
+            yield from stream_tokens(self, req, _drain(session))
+        finally:
+            session.close()
+
+    def tokens(self, text: str, params: Mapping[str, Any] | None = None) -> list[int]:
+        """T3 alone: the valid speech tokens for `text` (for offline synthesis and tests)."""
+        req = parse_params(params, self.schedule)
+        session = self.start_t3(text, req)
+        try:
+            return list(_drain(session))
+        finally:
+            session.close()
+
+
+def _drain(session) -> Iterator[int]:
+    while not session.finished:
+        tok = session.step()
+        if tok is not None:
+            yield tok
+
+
+def stream_tokens(engine: Engine, req: RequestParams, tokens: Iterator[int] | Sequence[int]) -> Iterator[AudioChunk]:
+    """CFM + HiFiGAN streaming over a token sequence; checks the sample count at the end."""
+    cfm, voc = engine.new_cfm_stream(req), engine.new_vocoder_stream(req)
+    emitted = 0
+    for tok in tokens:
+        for mel in cfm.push([tok]):
+            for chunk in voc.push(mel.mel):
+                emitted += chunk.pcm.numel()
+                yield chunk
+    for mel in cfm.finish():
+        for chunk in voc.push(mel.mel):
+            emitted += chunk.pcm.numel()
+            yield chunk
+    for chunk in voc.finish():
+        emitted += chunk.pcm.numel()
+        yield chunk
+    check_totals(len(cfm.tokens), cfm.frames_emitted, emitted)
+
+
+def check_totals(tokens: int, frames: int, samples: int) -> None:
+    """The last stage's check: samples == 960 x valid tokens (and frames == 2 x tokens)."""
+    if frames != 2 * tokens or samples != SAMPLES_PER_TOKEN * tokens:
+        raise AccountingError(f"audio lost: {tokens} tokens gave {frames} mel frames and {samples} samples "
+                              f"(expected {2 * tokens} and {SAMPLES_PER_TOKEN * tokens})")
+
+
+@torch.no_grad()
+def offline_synthesize(engine: Engine, tokens: Sequence[int], seed: int, n_timesteps: int | None = None) -> torch.Tensor:
+    """Whole-utterance tokens -> waveform [960 * valid tokens]: the reference's path with the request's noise.
+
+    Invalid ids (>= 6561) are dropped first. Uses the same per-request noise source and
+    vocoder generator as streaming, so the two are directly comparable.
+    """
+    valid = [int(t) for t in tokens if 0 <= int(t) < 6561]
+    if not valid:
+        return torch.zeros(0)
+    n_timesteps = n_timesteps or engine.schedule.n_timesteps
+    speech = torch.tensor([valid], dtype=torch.long)
+    mel = engine.cfm.flow.infer(speech, engine.cfm.conds, NoiseSource(derive_seed(seed, "cfm")), n_timesteps=n_timesteps)
+    g = torch.Generator(device=engine.hift.stft_window.device).manual_seed(derive_seed(seed, "hifigan"))
+    wav, _ = engine.hift.inference(mel.float(), g)
+    return apply_trim_fade(wav[0]).cpu()
