@@ -22,7 +22,11 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/tts-pipeline selfcheck
+	$(VENV)/bin/tts-pipeline say --seed 1 --max-new-tokens 125 --output-file demo.wav "Hello from the Chatterbox streaming engine."
+	@echo "wrote demo.wav (24 kHz mono). Raw audio to a player:" >&2
+	@echo "  bin/tts-pipeline say 'Hello.' | aplay -q -f S16_LE -r 24000 -c 1" >&2
+	@echo "  bin/tts-pipeline say 'Hello.' | ffplay -nodisp -autoexit -f s16le -ar 24000 -ch_layout mono -" >&2
+	@echo "  bin/tts-pipeline say 'Hello.' | play -q -t raw -e signed -b 16 -r 24000 -c 1 -" >&2
 
 test: setup
 	$(PY) -m pytest -q

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from pipeline.models import ModelSpec, derive_seed  # noqa: E402
-from pipeline.sequential import Engine, parse_params, stream_tokens  # noqa: E402
+from pipeline.params import parse_params  # noqa: E402
+from pipeline.sequential import Engine, stream_tokens  # noqa: E402
 from stages.cfm.conds import FlowConditionals  # noqa: E402
 from stages.cfm.noise import NoiseSource  # noqa: E402
 from stages.cfm.streaming import CFMStream  # noqa: E402

@@ -125,7 +125,28 @@ class Ready(Message):
     info: Mapping[str, Any] = field(default_factory=dict)
 
 
-KINDS: dict[str, type[Message]] = {cls.KIND: cls for cls in (Request, Tokens, Mel, Audio, End, Error, Cancel, Ready)}
+@dataclass(frozen=True, kw_only=True)
+class Accepted(Message):
+    """The coordinator accepted a request: the parameters it will run with (seed resolved)."""
+
+    KIND: ClassVar[str] = "accepted"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Welcome(Message):
+    """Published on a topic as soon as the publisher sees a subscription to it (rid = the topic, "*" for all).
+
+    A subscriber that has received it knows every later message on that topic reaches it:
+    the handshake that replaces sleeping for the slow-joiner problem.
+    """
+
+    KIND: ClassVar[str] = "welcome"
+
+
+KINDS: dict[str, type[Message]] = {
+    cls.KIND: cls for cls in (Request, Tokens, Mel, Audio, End, Error, Cancel, Ready, Accepted, Welcome)
+}
 
 # Header keys every message has, beyond its own fields (see framing.py).
 ENVELOPE_KEYS = ("v", "kind", "tensors")
@@ -166,8 +187,9 @@ def validate_fields(cls: type[Message], values: Mapping[str, Any]) -> None:
         raise ProtocolError(f"field 'ts' must be a finite number, got {values['ts']!r}")
     if "start" in values:
         _check_count("start", values["start"])
-    if cls is Request:
-        _check_str("text", values["text"], MAX_TEXT_CHARS)
+    if cls is Request or cls is Accepted:
+        if cls is Request:
+            _check_str("text", values["text"], MAX_TEXT_CHARS)
         params = values["params"]
         if not isinstance(params, Mapping):
             raise ProtocolError("field 'params' must be a map")

@@ -11,7 +11,7 @@ import numpy as np
 
 from ipc import framing
 from ipc.endpoints import Endpoints
-from ipc.schema import KINDS, Audio, Cancel, End, Error, Mel, Message, Ready, Request, Tokens
+from ipc.schema import KINDS, Accepted, Audio, Cancel, End, Error, Mel, Message, Ready, Request, Tokens, Welcome
 from ipc.sockets import SocketFactory
 
 RECV_TIMEOUT_MS = 5000  # a message not back within 5 s means the wire is broken
@@ -28,6 +28,8 @@ def example_messages() -> list[Message]:
         Error(rid="selfcheck", seq=5, stage="selfcheck", message="example"),
         Cancel(rid="selfcheck", seq=6),
         Ready(rid="selfcheck", seq=7, stage="selfcheck", pid=0, info={}),
+        Accepted(rid="selfcheck", seq=8, params={"seed": 0}),
+        Welcome(rid="selfcheck", seq=0),
     ]
 
 

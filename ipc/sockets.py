@@ -18,9 +18,12 @@ HWM_PUB = 100_000  # PUB to subscribers: a slow subscriber is dropped from, neve
 HWM_CONTROL = 1_000  # ROUTER/DEALER request sockets: requests are small and rare
 LINGER_MS = 200  # on close, give queued messages 200 ms to reach a live peer; close never hangs longer
 
-KINDS = {"PUSH": zmq.PUSH, "PULL": zmq.PULL, "PUB": zmq.PUB, "SUB": zmq.SUB, "ROUTER": zmq.ROUTER, "DEALER": zmq.DEALER}
-BINDS = {"PULL": True, "PUSH": False, "PUB": True, "SUB": False, "ROUTER": True, "DEALER": False}
-HWMS = {"PUSH": HWM_PIPELINE, "PULL": HWM_PIPELINE, "PUB": HWM_PUB, "SUB": HWM_PUB, "ROUTER": HWM_CONTROL, "DEALER": HWM_CONTROL}
+# XPUB is a PUB that also reports subscriptions (the coordinator's slow-joiner handshake).
+KINDS = {"PUSH": zmq.PUSH, "PULL": zmq.PULL, "PUB": zmq.PUB, "XPUB": zmq.XPUB, "SUB": zmq.SUB,
+         "ROUTER": zmq.ROUTER, "DEALER": zmq.DEALER}
+BINDS = {"PULL": True, "PUSH": False, "PUB": True, "XPUB": True, "SUB": False, "ROUTER": True, "DEALER": False}
+HWMS = {"PUSH": HWM_PIPELINE, "PULL": HWM_PIPELINE, "PUB": HWM_PUB, "XPUB": HWM_PUB, "SUB": HWM_PUB,
+        "ROUTER": HWM_CONTROL, "DEALER": HWM_CONTROL}
 
 
 class SocketFactory:

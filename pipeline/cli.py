@@ -1,18 +1,357 @@
-"""The `tts-pipeline` command line (click). Audio goes to stdout; everything else to stderr."""
+"""The `tts-pipeline` command line (click). Audio goes to stdout or a file; logs and progress go to stderr."""
 from __future__ import annotations
 
+import json
+import logging
+import os
+import signal
 import sys
+import time
+from typing import Any
 
 import click
+
+from pipeline.audio_out import FORMATS, AudioWriter
+
+SAMPLE_RATE = 24_000  # Hz
 
 
 def log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def fail(msg: str, code: int = 1) -> None:
+    log(f"error: {msg}")
+    sys.exit(code)
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every context manager stops the stages and removes the run directory."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --- shared options ------------------------------------------------------------------------
+def model_options(f):
+    for opt in reversed([
+        click.option("--checkpoint", type=click.Path(file_okay=False), help="Directory with t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, conds.pt."),
+        click.option("--hf-repo", help="Download the checkpoint from this Hugging Face repo (needs the `hf` extra and network)."),
+        click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "chatterbox"]),
+                     help="Sizes of the built-in random-weight model (ignored with --checkpoint)."),
+        click.option("--device", default="cpu", show_default=True, help="torch device for every stage (cpu, cuda, cuda:1, ...)."),
+        click.option("--t3-device", help="Override --device for T3."),
+        click.option("--cfm-device", help="Override --device for CFM."),
+        click.option("--hifigan-device", help="Override --device for HiFiGAN."),
+        click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+                     help="dtype of T3 and CFM (HiFiGAN always runs float32)."),
+        click.option("--threads", type=int, default=0, help="torch threads per stage process (0 = cores / 3)."),
+        click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"])),
+        click.option("--port", type=int, default=0, help="tcp: first port (0 = free ports)."),
+        click.option("--max-inflight", type=int, default=4, show_default=True, help="Concurrent requests in T3."),
+    ]):
+        f = opt(f)
+    return f
+
+
+PARAM_OPTIONS = [
+    ("--seed", int, "Seed: the same seed and text give the same audio."),
+    ("--temperature", float, "Sampling temperature (default 0.8)."),
+    ("--cfg-weight", float, "Classifier-free guidance weight (default 0.5)."),
+    ("--exaggeration", float, "Emotion exaggeration (default 0.5)."),
+    ("--min-p", float, "Min-p filter (default 0.05)."),
+    ("--top-p", float, "Top-p filter (default 1.0 = off)."),
+    ("--repetition-penalty", float, "Repetition penalty (default 1.2)."),
+    ("--max-new-tokens", int, "Speech token cap (default: proportional to the text)."),
+    ("--first-chunk-tokens", int, "Tokens in the first audio chunk (default 4)."),
+    ("--growth", float, "Growth of later chunks (default 2.0)."),
+    ("--max-hop-tokens", int, "Largest chunk in tokens (default 32)."),
+    ("--extra-lookahead-tokens", int, "Right context beyond the 3 required tokens (default 0)."),
+    ("--left-context-tokens", str, "Re-run left context in tokens, or 'all' (default 32)."),
+    ("--prompt-tokens", str, "Voice-prompt tokens per flow call, or 'all' (default all)."),
+    ("--n-timesteps", int, "Flow solver steps (default 10)."),
+    ("--vocoder-lookahead-frames", str, "Frames the vocoder holds back, or 'exact' (default exact)."),
+]
+
+
+def param_options(f):
+    for name, typ, help_ in reversed(PARAM_OPTIONS):
+        f = click.option(name, type=typ, default=None, help=help_)(f)
+    return click.option("--ignore-eos", is_flag=True, help="Generate exactly --max-new-tokens tokens.")(f)
+
+
+def collect_params(kw: dict[str, Any]) -> dict[str, Any]:
+    params = {}
+    for name, _, _ in PARAM_OPTIONS:
+        key = name[2:].replace("-", "_")
+        v = kw.pop(key, None)
+        if v is not None:
+            if key in ("left_context_tokens", "prompt_tokens", "vocoder_lookahead_frames") and v not in ("all", "exact"):
+                try:
+                    v = int(v)
+                except ValueError:
+                    raise click.BadParameter(f"must be an integer or 'all'/'exact', got {v!r}", param_hint=name)
+            params[key] = v
+    if kw.pop("ignore_eos", False):
+        params["ignore_eos"] = True
+    return params
+
+
+def build_config(kw: dict[str, Any]):
+    from pipeline.launcher import PipelineConfig
+    from pipeline.models import ModelSpec
+
+    checkpoint, hf_repo = kw.pop("checkpoint"), kw.pop("hf_repo")
+    if hf_repo:
+        if checkpoint:
+            raise click.UsageError("give --checkpoint or --hf-repo, not both")
+        checkpoint = download_checkpoint(hf_repo)
+    spec = ModelSpec(checkpoint=checkpoint, preset=kw.pop("preset"), device=kw.pop("device"), dtype=kw.pop("dtype"))
+    devices = {s: d for s in ("t3", "cfm", "hifigan") if (d := kw.pop(f"{s}_device"))}
+    return PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
+                          base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"))
+
+
+def download_checkpoint(repo: str) -> str:
+    from pipeline.models import REQUIRED_FILES
+
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        fail("--hf-repo needs huggingface_hub: pip install '.[hf]' (or download the files and use --checkpoint DIR)")
+    try:
+        return snapshot_download(repo_id=repo, allow_patterns=list(REQUIRED_FILES))
+    except Exception as e:
+        fail(f"could not download {repo}: {type(e).__name__}: {e}")
+
+
+def read_texts(texts: tuple[str, ...], text_file: str | None) -> list[str]:
+    if texts and text_file:
+        raise click.UsageError("give TEXT arguments or --text-file, not both")
+    if texts:
+        return [" ".join(texts)]
+    raw = open(text_file, "rb").read() if text_file else sys.stdin.buffer.read()
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        fail(f"input is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})")
+    lines = [line.strip() for line in content.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        fail("no text given (pass TEXT, --text-file, or lines on stdin)")
+    return lines
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+def main(verbose: bool) -> None:
     """Streaming Chatterbox text-to-speech: T3 -> CFM -> HiFiGAN over ZeroMQ."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if verbose:
+        os.environ["TTS_LOG_LEVEL"] = "INFO"  # the stage processes inherit it
+
+
+@main.command()
+@click.argument("text", nargs=-1)
+@click.option("--text-file", type=click.Path(exists=True, dir_okay=False), help="Read utterances from a file, one per line.")
+@click.option("--format", "fmt", default="s16le", show_default=True, type=click.Choice(FORMATS), help="Raw sample format.")
+@click.option("--output-file", "-o", type=click.Path(dir_okay=False), help="Write .wav, .flac or .raw instead of stdout.")
+@click.option("--sequential", is_flag=True, help="Run the three stages in this process (same audio for the same seed).")
+@click.option("--connect", help="Submit to a running `tts-pipeline serve` at this request endpoint.")
+@click.option("--pub", help="The server's publish endpoint (with --connect).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@model_options
+@param_options
+def say(text, text_file, fmt, output_file, sequential, connect, pub, quiet, **kw) -> None:
+    """Synthesize TEXT (or --text-file, or stdin lines) to raw PCM on stdout, mono 24 kHz."""
+    _terminate_on_sigterm()
+    params = collect_params(kw)
+    texts = read_texts(text, text_file)
+    if connect and not pub:
+        raise click.UsageError("--connect needs --pub (both are printed by `tts-pipeline serve`)")
+    try:
+        writer = AudioWriter(fmt, SAMPLE_RATE, output_file)
+    except (ValueError, RuntimeError) as e:
+        fail(str(e))
+    if not quiet:
+        log(f"audio: {SAMPLE_RATE} Hz mono {fmt if not output_file else output_file}")
+    try:
+        if connect:
+            kw.clear()
+            _say_remote(connect, pub, texts, params, writer, quiet)
+        else:
+            config = build_config(kw)
+            _say_local(config, texts, params, writer, sequential, quiet)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    finally:
+        writer.close()
+
+
+def _progress(quiet: bool, i: int, n: int, text: str, samples: int, t0: float) -> None:
+    if not quiet:
+        audio_s = samples / SAMPLE_RATE
+        took = time.perf_counter() - t0
+        log(f"[{i}/{n}] {len(text)} chars -> {audio_s:.2f} s of audio in {took:.2f} s (RTF {took / max(audio_s, 1e-9):.2f})")
+
+
+def _say_local(config, texts, params, writer, sequential, quiet) -> None:
+    from pipeline.coordinator import RequestError, check_text
+    from pipeline.launcher import PipelineStartError
+    from pipeline.params import resolve_params
+    from stages.common.weights import CheckpointError
+
+    try:
+        for t in texts:  # bad input fails before any audio or any process starts
+            check_text(t)
+        resolve_params(params)
+        config.model.check()
+    except (ValueError, CheckpointError) as e:
+        fail(str(e))
+    try:
+        if sequential:
+            _say_sequential(config, texts, params, writer, quiet)
+            return
+        from pipeline.api import Pipeline
+
+        with Pipeline(config) as tts:
+            for i, t in enumerate(texts, 1):
+                t0 = time.perf_counter()
+                n0 = writer.samples
+                for chunk in tts.stream(t, **params):
+                    writer.write(chunk.pcm)
+                _progress(quiet, i, len(texts), t, writer.samples - n0, t0)
+    except (ValueError, CheckpointError, PipelineStartError, RequestError) as e:
+        fail(str(e))
+
+
+def _say_sequential(config, texts, params, writer, quiet) -> None:
+    import torch
+
+    from pipeline.models import warn_if_builtin
+    from pipeline.sequential import Engine
+
+    warn_if_builtin(config.model)
+    torch.set_num_threads(config.stage_threads())  # as each stage process: the same arithmetic, the same audio
+    engine = Engine(config.model, config.schedule)
+    for i, t in enumerate(texts, 1):
+        t0 = time.perf_counter()
+        n0 = writer.samples
+        for chunk in engine.stream(t, params):
+            writer.write(chunk.pcm.numpy())
+        _progress(quiet, i, len(texts), t, writer.samples - n0, t0)
+
+
+def _say_remote(requests_endpoint, pub, texts, params, writer, quiet) -> None:
+    from pipeline.client import RemoteClient, RemoteError
+
+    try:
+        with RemoteClient(requests_endpoint, pub) as client:
+            for i, t in enumerate(texts, 1):
+                t0 = time.perf_counter()
+                n0 = writer.samples
+                for msg in client.stream(t, **params):
+                    writer.write(msg.pcm)
+                _progress(quiet, i, len(texts), t, writer.samples - n0, t0)
+    except RemoteError as e:
+        fail(str(e))
+
+
+@main.command()
+@model_options
+def serve(**kw) -> None:
+    """Run the pipeline for remote clients: prints its request and publish endpoints, runs until Ctrl-C / SIGTERM."""
+    _terminate_on_sigterm()
+    from pipeline.api import Pipeline
+    from pipeline.launcher import PipelineStartError
+    from stages.common.weights import CheckpointError
+
+    try:
+        config = build_config(kw)
+        with Pipeline(config) as tts:
+            eps = tts.endpoints
+            log(f"requests: {eps['requests']}")
+            log(f"publish: {eps['pub']}")
+            log(f"connect with: tts-pipeline say --connect {eps['requests']} --pub {eps['pub']} TEXT")
+            log("serving; Ctrl-C to stop")
+            while True:
+                signal.pause()  # the coordinator thread does the work; this one waits for Ctrl-C / SIGTERM
+    except (ValueError, CheckpointError, PipelineStartError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        log("stopped")
+
+
+@main.command()
+@click.argument("endpoint")
+@click.option("--request-id", help="Only this request (exits at its end); default: every request.")
+@click.option("--pcm", "write_pcm", is_flag=True, help="Write the PCM of the chunks to stdout.")
+@click.option("--format", "fmt", default="s16le", show_default=True, type=click.Choice(FORMATS))
+@click.option("--quiet", "-q", is_flag=True, help="No chunk headers on stderr.")
+def subscribe(endpoint, request_id, write_pcm, fmt, quiet) -> None:
+    """Print the chunk headers published at ENDPOINT (stderr) and optionally write their PCM (stdout)."""
+    _terminate_on_sigterm()
+    from ipc.schema import Audio, End, Error
+    from ipc.sockets import SocketFactory
+    from pipeline.client import RemoteError, Subscription
+
+    writer = AudioWriter(fmt, SAMPLE_RATE) if write_pcm else None
+    try:
+        with SocketFactory() as sockets:
+            sub = Subscription(sockets, endpoint, request_id)
+            if not quiet:
+                log(f"subscribed to {request_id or 'every request'} at {endpoint}")
+            for msg in sub.messages():
+                if not quiet:
+                    head = {"kind": msg.KIND, "rid": msg.rid, "seq": msg.seq, "ts": msg.ts}
+                    if isinstance(msg, Audio):
+                        head.update(start=msg.start, samples=int(msg.pcm.shape[0]), sample_rate=msg.sample_rate)
+                    elif isinstance(msg, End):
+                        head.update(totals=dict(msg.totals), reason=msg.reason)
+                    elif isinstance(msg, Error):
+                        head.update(stage=msg.stage, message=msg.message)
+                    log(json.dumps(head))
+                if writer is not None and isinstance(msg, Audio):
+                    writer.write(msg.pcm)
+                if request_id and isinstance(msg, (End, Error)):
+                    break
+    except RemoteError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@model_options
+def info(**kw) -> None:
+    """JSON describing the model, sample rate, formats and endpoints (on stdout)."""
+    from ipc.schema import KINDS, PROTOCOL_VERSION
+    from stages.cfm.schedule import ChunkSchedule
+
+    config = build_config(kw)
+    spec = config.model
+    out = {
+        "model": {"checkpoint": str(spec.checkpoint) if spec.checkpoint else None, "builtin": spec.builtin,
+                  "preset": None if spec.checkpoint else spec.preset, "description": spec.describe(),
+                  "dtype": spec.dtype, "devices": {s: config.device(s) for s in ("t3", "cfm", "hifigan")}},
+        "sample_rate": SAMPLE_RATE,
+        "channels": 1,
+        "samples_per_token": 960,
+        "formats": list(FORMATS),
+        "output_files": [".wav", ".flac", ".raw"],
+        "schedule_defaults": ChunkSchedule().to_dict(),
+        "endpoints": {"transport": config.transport,
+                      "requests": "ROUTER (DEALER clients send `request`, get `accepted` or `error`)",
+                      "pub": "XPUB (topic = request id; `welcome` on subscribe)",
+                      "where": "printed by `tts-pipeline serve`" if config.transport == "ipc" or not config.base_port
+                      else f"tcp://{config.host}:{config.base_port}.."},
+        "wire_protocol": {"version": PROTOCOL_VERSION, "kinds": sorted(KINDS)},
+        "threads_per_stage": config.stage_threads(),
+    }
+    click.echo(json.dumps(out, indent=2))
 
 
 @main.command()
@@ -30,3 +369,7 @@ def selfcheck() -> None:
         t = time_round_trips(size, 200)
         log(f"selfcheck: {label} message encode+send+recv+decode: median {t['median_s'] * 1e6:.0f} us")
     log("selfcheck: wire protocol OK")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,12 +6,12 @@ boundaries, same seeds: the same audio) and what `tts-pipeline say --sequential`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
 from pipeline.models import CFMPart, ModelSpec, T3Part, derive_seed, load_cfm_part, load_hifigan_part, load_t3_part
+from pipeline.params import RequestParams, parse_params
 from stages.cfm.noise import NoiseSource
 from stages.cfm.schedule import ChunkSchedule
 from stages.cfm.streaming import CFMStream
@@ -25,37 +25,6 @@ class AccountingError(RuntimeError):
     """A stage emitted a different amount than its input requires: audio would have been lost."""
 
 
-@dataclass(frozen=True)
-class RequestParams:
-    """Everything one request asks for, parsed and validated in one place."""
-
-    sampling: Any  # stages.t3.sampling.SamplingParams (seed always resolved)
-    schedule: ChunkSchedule
-
-    @property
-    def seed(self) -> int:
-        return self.sampling.seed
-
-
-def parse_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedule | None = None) -> RequestParams:
-    """Request parameters (flat map, as on the wire) -> validated RequestParams. ValueError names the field."""
-    from dataclasses import fields
-
-    from stages.t3.sampling import SamplingParams
-
-    params = dict(params or {})
-    names = {f.name for f in fields(SamplingParams)}
-    sched_names = {f.name for f in fields(ChunkSchedule)}
-    unknown = sorted(set(params) - names - sched_names)
-    if unknown:
-        raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
-    sampling = SamplingParams(**{k: v for k, v in params.items() if k in names})
-    sampling.validate()
-    sampling = replace(sampling, seed=sampling.resolved_seed())
-    schedule = ChunkSchedule.from_params(params, default_schedule)
-    return RequestParams(sampling, schedule)
-
-
 class Engine:
     """All three stages loaded in this process."""
 
@@ -65,7 +34,7 @@ class Engine:
         self.t3: T3Part = load_t3_part(spec, max_slots=8)
         self.cfm: CFMPart = load_cfm_part(spec)
         self.hift = load_hifigan_part(spec)
-        self.sample_rate = self.hift.cfg.sample_rate if hasattr(self.hift.cfg, "sample_rate") else 24000
+        self.sample_rate = self.hift.cfg.sampling_rate
 
     def text_ids(self, text: str) -> list[int]:
         from stages.t3.text import encode_text

@@ -6,7 +6,7 @@ import zmq
 
 from ipc import framing
 from ipc.endpoints import Endpoints
-from ipc.schema import Audio, Cancel, End, Error, Mel, Ready, Request, Tokens
+from ipc.schema import Accepted, Audio, Cancel, End, Error, Mel, Ready, Request, Tokens, Welcome
 from ipc.sockets import SocketFactory
 
 RECV_TIMEOUT_MS = 5000  # a lost message fails the test instead of hanging it
@@ -26,6 +26,8 @@ def sample_messages():
         Error(rid="r1", seq=8, stage="cfm", message="bad thing"),
         Cancel(rid="r1", seq=9),
         Ready(rid="t3", seq=0, stage="t3", pid=123, info={"preset": "tiny"}),
+        Accepted(rid="r1", seq=0, params={"seed": 42}),
+        Welcome(rid="*", seq=0),
     ]
 
 

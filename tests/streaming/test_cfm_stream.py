@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pipeline.models import derive_seed
-from pipeline.sequential import RequestParams, parse_params
+from pipeline.params import RequestParams, parse_params
 from stages.cfm.noise import NoiseSource
 from stages.cfm.schedule import ChunkSchedule
 from stages.cfm.streaming import CFMStream

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from pipeline.sequential import offline_synthesize, parse_params, stream_tokens
+from pipeline.params import parse_params
+from pipeline.sequential import offline_synthesize, stream_tokens
 
 from .conftest import random_tokens
 

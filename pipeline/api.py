@@ -1,0 +1,130 @@
+"""The Python API: a context-managed multi-process `Pipeline` with `stream()` and `synthesize()`.
+
+    with Pipeline() as tts:                      # built-in model; Pipeline(checkpoint="dir") for real weights
+        for chunk in tts.stream("Hello there."):  # AudioChunk(start, pcm float32 [n], sample_rate)
+            play(chunk.pcm)
+        wav = tts.synthesize("And goodbye.")      # the whole waveform, float32 [960 * tokens]
+"""
+from __future__ import annotations
+
+import logging
+import queue
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ipc.schema import Audio, Cancel, End, Error
+from ipc.sockets import SocketFactory
+from pipeline.coordinator import Coordinator, RequestError
+from pipeline.launcher import PipelineConfig, StageSupervisor
+from pipeline.models import ModelSpec, warn_if_builtin
+
+SAMPLE_RATE = 24_000  # Hz, every Chatterbox model's output rate
+log = logging.getLogger("tts.api")
+
+
+@dataclass
+class AudioChunk:
+    start: int  # index of the chunk's first sample within the request
+    pcm: np.ndarray  # [n] float32 in [-1, 1]
+    sample_rate: int = SAMPLE_RATE
+
+
+class Pipeline:
+    """T3, CFM and HiFiGAN in three processes, linked by ZeroMQ; this process coordinates and publishes."""
+
+    def __init__(self, config: PipelineConfig | None = None, *, checkpoint: str | None = None, **model: Any):
+        if config is None:
+            config = PipelineConfig(model=ModelSpec(checkpoint=checkpoint, **model))
+        self.config = config
+        self.sockets: SocketFactory | None = None
+        self.supervisor: StageSupervisor | None = None
+        self.coordinator: Coordinator | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def __enter__(self) -> "Pipeline":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        self.config.model.check()
+        warn_if_builtin(self.config.model)
+        self.sockets = SocketFactory()
+        try:
+            self.supervisor = StageSupervisor(self.config, self.sockets)
+            self.coordinator = Coordinator(self.sockets, self.supervisor.endpoint, self.config.schedule)
+            self.supervisor.start()
+            self.coordinator.start()
+            self.supervisor.watch(self.coordinator.stage_died)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the coordinator and the stages, close every socket, remove the run directory (idempotent)."""
+        if self.coordinator is not None:
+            self.coordinator.stop()
+            self.coordinator = None
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        if self.sockets is not None:
+            self.sockets.close()
+            self.sockets = None
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Where remote clients send requests and subscribers connect."""
+        return dict(self.coordinator.endpoints) if self.coordinator else {}
+
+    # --- requests -----------------------------------------------------------------------
+    def stream(self, text: str, rid: str | None = None, **params: Any) -> Iterator[AudioChunk]:
+        """Synthesize `text`, yielding audio chunks as they arrive. Raises ValueError for bad input, RequestError on failure.
+
+        Bad input is rejected before the first chunk. Closing the iterator early cancels the request.
+        """
+        handle = self.submit(text, rid=rid, **params)
+        return handle.chunks()
+
+    def submit(self, text: str, rid: str | None = None, **params: Any) -> "RequestHandle":
+        if self.coordinator is None:
+            raise RuntimeError("the pipeline is not running (use it as a context manager)")
+        rid, sink, resolved = self.coordinator.submit(text, params, rid)
+        return RequestHandle(self.coordinator, rid, sink, resolved)
+
+    def synthesize(self, text: str, **params: Any) -> np.ndarray:
+        """The whole waveform of `text`: float32 [960 * tokens] at 24 kHz."""
+        chunks = [c.pcm for c in self.stream(text, **params)]
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+class RequestHandle:
+    """One submitted request: its id, resolved parameters (seed included) and its chunks."""
+
+    def __init__(self, coordinator: Coordinator, rid: str, sink: "queue.Queue", params: dict):
+        self.coordinator, self.rid, self.sink, self.params = coordinator, rid, sink, params
+        self.end: End | None = None
+
+    def chunks(self) -> Iterator[AudioChunk]:
+        done = False
+        try:
+            while True:
+                msg = self.sink.get()
+                if isinstance(msg, Audio):
+                    yield AudioChunk(msg.start, np.asarray(msg.pcm, dtype=np.float32), msg.sample_rate)
+                elif isinstance(msg, End):
+                    self.end, done = msg, True
+                    return
+                elif isinstance(msg, Error):
+                    done = True
+                    raise RequestError(f"{msg.stage}: {msg.message}")
+                elif isinstance(msg, Cancel):
+                    done = True
+                    return
+        finally:
+            if not done:  # the consumer stopped early: free the request everywhere
+                self.coordinator.cancel(self.rid)

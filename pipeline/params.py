@@ -1,0 +1,47 @@
+"""Request parameters: the flat map a request carries, parsed and validated in one place.
+
+Sampling parameters go to T3 (stages.t3.sampling.SamplingParams), schedule parameters to
+the CFM and vocoder streams (stages.cfm.schedule.ChunkSchedule). The seed is resolved
+once, by whoever accepts the request, so every stage derives its randomness from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from stages.cfm.schedule import ChunkSchedule
+
+
+@dataclass(frozen=True)
+class RequestParams:
+    """Everything one request asks for, parsed and validated in one place."""
+
+    sampling: Any  # stages.t3.sampling.SamplingParams (seed always resolved)
+    schedule: ChunkSchedule
+
+    @property
+    def seed(self) -> int:
+        return self.sampling.seed
+
+
+def parse_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedule | None = None) -> RequestParams:
+    """Request parameters (flat map, as on the wire) -> validated RequestParams. ValueError names the field."""
+    from stages.t3.sampling import SamplingParams
+
+    params = dict(params or {})
+    names = {f.name for f in fields(SamplingParams)}
+    sched_names = {f.name for f in fields(ChunkSchedule)}
+    unknown = sorted(set(params) - names - sched_names)
+    if unknown:
+        raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
+    sampling = SamplingParams(**{k: v for k, v in params.items() if k in names})
+    sampling.validate()
+    sampling = replace(sampling, seed=sampling.resolved_seed())
+    schedule = ChunkSchedule.from_params(params, default_schedule)
+    return RequestParams(sampling, schedule)
+
+
+def resolve_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedule | None = None) -> dict[str, Any]:
+    """Validate and return the flat parameters with the seed filled in (what travels to the stages)."""
+    req = parse_params(params, default_schedule)
+    return {**dict(params or {}), "seed": req.seed}

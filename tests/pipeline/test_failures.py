@@ -1,0 +1,53 @@
+"""Failure and shutdown: a dead stage fails every in-flight request fast; SIGTERM leaves nothing behind."""
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from pipeline.api import Pipeline
+from pipeline.coordinator import RequestError
+from pipeline.launcher import PipelineConfig
+from pipeline.models import ModelSpec
+
+from .conftest import CLI, FAST, children_of
+
+DEATH_DEADLINE_S = 2.0  # every in-flight request must fail within this long of a stage dying
+
+
+@pytest.mark.parametrize("stage", ["t3", "cfm", "hifigan"])
+def test_killed_stage_fails_in_flight_requests_fast(stage):
+    with Pipeline(PipelineConfig(model=ModelSpec(), threads=1)) as tts:
+        it = tts.stream("A long one.", seed=1, ignore_eos=True, max_new_tokens=1400, **FAST)
+        next(it)  # mid-request: audio is flowing
+        os.kill(tts.supervisor.pids()[stage], signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(RequestError, match=f"stage {stage}"):
+            for _ in it:
+                pass
+        assert time.monotonic() - t0 < DEATH_DEADLINE_S
+        with pytest.raises(RequestError, match=f"stage {stage}"):  # later requests fail at once too
+            tts.synthesize("Another.", **FAST)
+
+
+def test_sigterm_to_the_cli_leaves_no_process_and_no_endpoint_file():
+    before = set(glob.glob("/tmp/tts-*"))
+    p = subprocess.Popen([*CLI, "say", "--ignore-eos", "--max-new-tokens", "1400", "--n-timesteps", "2", "--quiet",
+                          "Keep talking."], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert p.stdout.read(1920), "no audio before SIGTERM"  # audio is flowing: the stages are up
+        kids = children_of(p.pid)
+        assert len(kids) >= 3
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{k}") and "Z" not in open(f"/proc/{k}/stat").read().rsplit(")", 1)[1][:3]
+              for k in kids if os.path.exists(f"/proc/{k}")):
+        assert time.monotonic() < deadline, "stage processes outlived the CLI"
+        time.sleep(0.05)
+    assert set(glob.glob("/tmp/tts-*")) - before == set(), "endpoint directory left behind"
