@@ -97,6 +97,7 @@ class End(Message):
     KIND: ClassVar[str] = "end"
     totals: Mapping[str, int]  # subset of TOTAL_UNITS -> count
     reason: str = ""  # why the stream ended ("stop", "length", "cancelled", ...)
+    stats: Mapping[str, float] = field(default_factory=dict)  # per-stage timings, e.g. "busy_s.cfm" (benchmarks)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +209,9 @@ def validate_fields(cls: type[Message], values: Mapping[str, Any]) -> None:
                 raise ProtocolError(f"unknown total {unit!r} (expected one of {', '.join(TOTAL_UNITS)})")
             _check_count(f"totals.{unit}", n)
         _check_str("reason", values["reason"], 64)
+        stats = values["stats"]
+        if not isinstance(stats, Mapping) or any(not isinstance(k, str) or not _is_num(v) for k, v in stats.items()):
+            raise ProtocolError("field 'stats' must map names to finite numbers")
     elif cls is Error:
         _check_str("stage", values["stage"], 64)
         _check_str("message", values["message"], 16_384)

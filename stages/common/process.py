@@ -7,15 +7,17 @@ module only moves messages between its sockets and the worker.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from ipc import framing
-from ipc.schema import Error, Message, ProtocolError, Ready
+from ipc.schema import Cancel, End, Error, Message, ProtocolError, Ready
 
 POLL_MS = 200  # idle wake-up to notice a dead parent even when no message comes
 DRAIN_MAX = 64  # messages taken per wake-up before doing a unit of work (keeps T3 decoding fair)
@@ -118,12 +120,50 @@ class _nullcontext:
         return False
 
 
+class _Timing:
+    """Per-request seconds spent computing (busy) and in ZeroMQ + (de)serialisation (wire) in this stage.
+
+    They travel downstream in the request's end sentinel (`stats`), merged with the
+    upstream stages' figures, so the benchmark can attribute latency without clocks
+    shared between processes.
+    """
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.busy: dict[str, float] = {}
+        self.wire: dict[str, float] = {}
+        self.upstream: dict[str, dict[str, float]] = {}
+
+    def add(self, rid: str, busy: float, wire: float) -> None:
+        self.busy[rid] = self.busy.get(rid, 0.0) + busy
+        self.wire[rid] = self.wire.get(rid, 0.0) + wire
+
+    def seal(self, msg: Message) -> Message:
+        """Attach this request's figures to our end sentinel (and forget them)."""
+        if isinstance(msg, End):
+            stats = {**self.upstream.pop(msg.rid, {}), **msg.stats,
+                     f"busy_s.{self.stage}": self.busy.pop(msg.rid, 0.0), f"wire_s.{self.stage}": self.wire.pop(msg.rid, 0.0)}
+            return dataclasses.replace(msg, stats=stats)
+        if isinstance(msg, (Error, Cancel)):
+            self.busy.pop(msg.rid, None), self.wire.pop(msg.rid, None), self.upstream.pop(msg.rid, None)
+        return msg
+
+
+def _send_all(push, outs: list[Message], timing: _Timing) -> float:
+    t = time.perf_counter()
+    for out in outs:
+        framing.send(push, timing.seal(out))
+    return time.perf_counter() - t
+
+
 def _loop(worker: StageWorker, pull, push, parent: int, log: logging.Logger, zmq) -> None:
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
+    timing = _Timing(worker.name)
     while True:
         ready = poller.poll(0 if worker.busy() else POLL_MS)
         for _ in range(DRAIN_MAX if ready else 0):
+            t0 = time.perf_counter()
             try:
                 msg = framing.recv(pull, zmq.NOBLOCK)
             except zmq.Again:
@@ -131,11 +171,23 @@ def _loop(worker: StageWorker, pull, push, parent: int, log: logging.Logger, zmq
             except ProtocolError as e:  # nothing to attribute it to: drop it, say so, carry on
                 log.error("dropped a malformed message: %s", e)
                 continue
-            for out in worker.handle(msg):
-                framing.send(push, out)
+            t1 = time.perf_counter()
+            if isinstance(msg, End) and msg.stats:
+                timing.upstream[msg.rid] = dict(msg.stats)
+            outs = worker.handle(msg)
+            t2 = time.perf_counter()
+            timing.add(msg.rid, t2 - t1, t1 - t0)
+            sent = _send_all(push, outs, timing)
+            timing.add(msg.rid, 0.0, sent)
         if worker.busy():
-            for out in worker.work():
-                framing.send(push, out)
+            t1 = time.perf_counter()
+            outs = worker.work()
+            t2 = time.perf_counter()
+            if outs:
+                rid = outs[0].rid
+                timing.add(rid, t2 - t1, 0.0)  # before sending: an end sentinel carries its own step's time
+                sent = _send_all(push, outs, timing)
+                timing.add(rid, 0.0, sent)
         if os.getppid() != parent:  # the launcher is gone (PDEATHSIG covers Linux; this covers the rest)
             log.warning("launcher exited; stopping")
             return

@@ -22,7 +22,7 @@ def sample_messages():
         Mel(rid="r1", seq=4, start=16, mel=torch.randn(80, 3, dtype=torch.bfloat16)),
         Audio(rid="r1", seq=5, start=960, sample_rate=24000, pcm=rng.standard_normal(960).astype(np.float32)),
         Audio(rid="r1", seq=6, start=0, sample_rate=24000, pcm=np.zeros(0, dtype=np.int16)),
-        End(rid="r1", seq=7, totals={"tokens": 3, "frames": 6, "samples": 2880}, reason="stop"),
+        End(rid="r1", seq=7, totals={"tokens": 3, "frames": 6, "samples": 2880}, reason="stop", stats={"busy_s.t3": 0.5}),
         Error(rid="r1", seq=8, stage="cfm", message="bad thing"),
         Cancel(rid="r1", seq=9),
         Ready(rid="t3", seq=0, stage="t3", pid=123, info={"preset": "tiny"}),
