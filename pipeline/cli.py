@@ -191,11 +191,17 @@ def say(text, text_file, fmt, output_file, sequential, connect, pub, quiet, **kw
         writer.close()
 
 
-def _progress(quiet: bool, i: int, n: int, text: str, samples: int, t0: float) -> None:
-    if not quiet:
-        audio_s = samples / SAMPLE_RATE
-        took = time.perf_counter() - t0
-        log(f"[{i}/{n}] {len(text)} chars -> {audio_s:.2f} s of audio in {took:.2f} s (RTF {took / max(audio_s, 1e-9):.2f})")
+def _speak(texts: list[str], pcm_of, writer: AudioWriter, quiet: bool) -> None:
+    """Write the audio of each text as it arrives; progress per utterance on stderr."""
+    for i, text in enumerate(texts, 1):
+        t0, n0 = time.perf_counter(), writer.samples
+        for pcm in pcm_of(text):
+            writer.write(pcm)
+        if not quiet:
+            audio_s = (writer.samples - n0) / SAMPLE_RATE
+            took = time.perf_counter() - t0
+            log(f"[{i}/{len(texts)}] {len(text)} chars -> {audio_s:.2f} s of audio in {took:.2f} s "
+                f"(RTF {took / max(audio_s, 1e-9):.2f})")
 
 
 def _say_local(config, texts, params, writer, sequential, quiet) -> None:
@@ -218,12 +224,7 @@ def _say_local(config, texts, params, writer, sequential, quiet) -> None:
         from pipeline.api import Pipeline
 
         with Pipeline(config) as tts:
-            for i, t in enumerate(texts, 1):
-                t0 = time.perf_counter()
-                n0 = writer.samples
-                for chunk in tts.stream(t, **params):
-                    writer.write(chunk.pcm)
-                _progress(quiet, i, len(texts), t, writer.samples - n0, t0)
+            _speak(texts, lambda t: (c.pcm for c in tts.stream(t, **params)), writer, quiet)
     except (ValueError, CheckpointError, PipelineStartError, RequestError) as e:
         fail(str(e))
 
@@ -237,12 +238,7 @@ def _say_sequential(config, texts, params, writer, quiet) -> None:
     warn_if_builtin(config.model)
     torch.set_num_threads(config.stage_threads())  # as each stage process: the same arithmetic, the same audio
     engine = Engine(config.model, config.schedule)
-    for i, t in enumerate(texts, 1):
-        t0 = time.perf_counter()
-        n0 = writer.samples
-        for chunk in engine.stream(t, params):
-            writer.write(chunk.pcm.numpy())
-        _progress(quiet, i, len(texts), t, writer.samples - n0, t0)
+    _speak(texts, lambda t: (c.pcm.numpy() for c in engine.stream(t, params)), writer, quiet)
 
 
 def _say_remote(requests_endpoint, pub, texts, params, writer, quiet) -> None:
@@ -250,12 +246,7 @@ def _say_remote(requests_endpoint, pub, texts, params, writer, quiet) -> None:
 
     try:
         with RemoteClient(requests_endpoint, pub) as client:
-            for i, t in enumerate(texts, 1):
-                t0 = time.perf_counter()
-                n0 = writer.samples
-                for msg in client.stream(t, **params):
-                    writer.write(msg.pcm)
-                _progress(quiet, i, len(texts), t, writer.samples - n0, t0)
+            _speak(texts, lambda t: (m.pcm for m in client.stream(t, **params)), writer, quiet)
     except RemoteError as e:
         fail(str(e))
 

@@ -5,25 +5,31 @@ when the request ends, fails or is cancelled. `run` is the process entry.
 """
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
 import numpy as np
 
-from ipc.schema import Cancel, End, Error, Mel, Message, Request, Tokens
+from ipc.schema import End, Mel, Message, Request, Tokens
+from stages.cfm.streaming import CFMStream
+from stages.common.chain import ChainWorker
 from stages.common.process import StageArgs, stage_main
-from stages.common.requests import RequestTable, forward
 
 STAGE = "cfm"
-log = logging.getLogger("tts.cfm")
+MAX_INFLIGHT = 64  # per-request streams are small (token lists); T3's slots are the real limit
 
 
-class CFMWorker:
+@dataclass
+class _Request:
+    stream: CFMStream
+    received: int = 0  # ids received (to check `start` and T3's end total)
+
+
+class CFMWorker(ChainWorker):
     name = STAGE
 
-    def __init__(self, engine_part, default_schedule=None, max_inflight: int = 64):
-        self.part, self.default_schedule = engine_part, default_schedule
-        self.table: RequestTable = RequestTable(STAGE, max_inflight)
-        self.received: dict[str, int] = {}  # ids received per request (to check `start` and the end total)
+    def __init__(self, part, default_schedule=None, max_inflight: int = MAX_INFLIGHT):
+        super().__init__(max_inflight)
+        self.part, self.default_schedule = part, default_schedule
 
     def warm_up(self) -> None:
         out = self.handle(Request(rid="warmup", seq=0, text="", params={"seed": 0}))
@@ -31,61 +37,32 @@ class CFMWorker:
         out += self.handle(End(rid="warmup", seq=2, totals={"tokens": 12}))
         assert isinstance(out[-1], End), out[-1]
 
-    def handle(self, msg: Message) -> list[Message]:
-        rid = msg.rid
-        if isinstance(msg, (Cancel, Error)):
-            self.received.pop(rid, None)
-            return [forward(msg, self.table)]
-        try:
-            if isinstance(msg, Request):
-                return self._start(msg)
-            stream = self.table.get(rid)
-            if stream is None:
-                log.warning("cfm: %s for unknown request %s dropped", type(msg).KIND, rid)
-                return []
-            if isinstance(msg, Tokens):
-                if msg.start != self.received[rid]:
-                    raise RuntimeError(f"tokens out of order: got start {msg.start}, expected {self.received[rid]}")
-                self.received[rid] += len(msg.ids)
-                return self._mels(rid, stream.push(msg.ids.tolist()))
-            if isinstance(msg, End):
-                if msg.totals.get("tokens") != self.received[rid]:
-                    raise RuntimeError(f"T3 sent {msg.totals.get('tokens')} tokens but {self.received[rid]} arrived")
-                out = self._mels(rid, stream.finish())
-                out.append(End(rid=rid, seq=self.table.seq(rid), totals={"tokens": len(stream.tokens), "frames": stream.frames_emitted},
-                               reason=msg.reason))
-                self.table.pop(rid)
-                self.received.pop(rid, None)
-                return out
-        except Exception as e:  # this request fails; the stage and other requests carry on
-            log.warning("request %s failed: %s", rid, e)
-            self.received.pop(rid, None)
-            return [self.table.error(rid, e)]
-        return []
-
-    def _start(self, req: Request) -> list[Message]:
+    def start(self, req: Request):
         from pipeline.models import derive_seed
         from pipeline.params import parse_params
         from stages.cfm.noise import NoiseSource
-        from stages.cfm.streaming import CFMStream
 
         params = parse_params(req.params, self.default_schedule)
         stream = CFMStream(self.part.flow, self.part.conds, NoiseSource(derive_seed(params.seed, "cfm")), params.schedule)
-        self.table.add(req.rid, stream)
-        self.received[req.rid] = 0
-        return [Request(rid=req.rid, seq=self.table.seq(req.rid), text="", params=req.params)]
+        return _Request(stream), [Request(rid=req.rid, seq=0, text="", params=req.params)]
+
+    def data(self, msg: Message, st: _Request) -> list[Message]:
+        if not isinstance(msg, Tokens):
+            raise RuntimeError(f"cfm expects tokens, got {msg.KIND}")
+        if msg.start != st.received:
+            raise RuntimeError(f"tokens out of order: got start {msg.start}, expected {st.received}")
+        st.received += len(msg.ids)
+        return self._mels(msg.rid, st.stream.push(msg.ids.tolist()))
+
+    def end(self, msg: End, st: _Request) -> list[Message]:
+        if msg.totals.get("tokens") != st.received:
+            raise RuntimeError(f"T3 sent {msg.totals.get('tokens')} tokens but {st.received} arrived")
+        out = self._mels(msg.rid, st.stream.finish())
+        totals = {"tokens": len(st.stream.tokens), "frames": st.stream.frames_emitted}
+        return out + [End(rid=msg.rid, seq=self.table.seq(msg.rid), totals=totals, reason=msg.reason)]
 
     def _mels(self, rid: str, chunks) -> list[Message]:
         return [Mel(rid=rid, seq=self.table.seq(rid), start=c.start, mel=c.mel.numpy()) for c in chunks]
-
-    def busy(self) -> bool:
-        return False
-
-    def work(self) -> list[Message]:
-        return []
-
-    def close(self) -> None:
-        self.table.close()
 
 
 def make_worker(args: StageArgs) -> CFMWorker:
