@@ -362,5 +362,22 @@ def selfcheck() -> None:
     log("selfcheck: wire protocol OK")
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+              add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args) -> None:
+    """Benchmark TTFB, RTF, underrun and wire time, pipelined vs sequential (a checkout's benchmarks/; --help for options)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "harness" / "main.py").is_file():
+        fail("the benchmark harness lives in a source checkout (benchmarks/harness); run this from one")
+    sys.path.insert(0, str(root))
+    from benchmarks.harness.main import main as bench_main
+
+    _terminate_on_sigterm()
+    bench_main(list(args), prog_command="tts-pipeline bench " + " ".join(args))
+
+
 if __name__ == "__main__":
     main()

@@ -198,8 +198,11 @@ class Coordinator:
             while len(self.finished) > REPLAY_FINISHED:
                 self.finished.popitem(last=False)
         self.remote_ids.pop(rec.rid, None)
-        if isinstance(msg, Error):
-            framing.send(self.to_t3, Cancel(rid=rec.rid))  # free whatever the stages still hold
+        if isinstance(msg, Error):  # free whatever the stages still hold; never block on a dead T3
+            try:
+                framing.send(self.to_t3, Cancel(rid=rec.rid), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                log.warning("could not send a cancel for %s: T3 is not taking messages", rec.rid)
 
     def _on_subscription(self, sock) -> None:
         event = sock.recv()

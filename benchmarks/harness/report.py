@@ -122,12 +122,13 @@ def markdown(doc: dict) -> str:
              "", "Workload (ignore_eos, fixed tokens per text; 1 token = 40 ms of audio): " +
              ", ".join(f"text {t['id']} {t['tokens']} tokens" for t in m["workload"]["texts"]) +
              f"; {m['workload']['reps']} measured pass(es) per cell and mode, {m['workload']['warmup']} warm-up "
-             f"request(s) per mode excluded; seed {m['workload']['seed']}. Baseline: {m['baseline']}.", "",
+             f"request(s) per mode excluded; seed {m['workload']['seed']}. Baseline: {m['baseline']}."
+             + (f" Extra parameters on every request: {dict(m['workload']['extra'])}." if m["workload"].get("extra") else ""), "",
              "RTF = generation time / audio duration, generation time = submission to last chunk at the consumer. "
              "Underrun = worst stall of a real-time player started at the first chunk. "
              "Steady rate = chunks after the first / (last - first arrival). Wire = ZeroMQ + (de)serialisation time "
              "as a fraction of stage compute (stage-reported). Ratio = pipelined / sequential.", ""]
-    for sweep, values in SWEEPS.items():
+    for sweep, values in m.get("sweeps", SWEEPS).items():
         rows = [(v, find(cells, sweep, v)) for v in values]
         rows = [(v, c) for v, c in rows if c]
         if not rows:

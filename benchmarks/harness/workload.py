@@ -24,7 +24,7 @@ MIN_TOKENS = 8  # below two 4-token chunks there is nothing to stream
 # Per preset: scale of the nominal token counts, measured repetitions and warm-up requests,
 # sized so a full run fits in minutes on a 2-core CPU (small decodes ~80 ms/token on 1 thread).
 PRESET_DEFAULTS = {
-    "tiny": {"token_scale": 1.0, "reps": 3, "warmup": 2},
+    "tiny": {"token_scale": 1.0, "reps": 2, "warmup": 2},
     "small": {"token_scale": 0.25, "reps": 1, "warmup": 1},  # 8..100 tokens per text
     "chatterbox": {"token_scale": 0.25, "reps": 1, "warmup": 1},
 }
@@ -48,6 +48,7 @@ class Workload:
     warmup: int = 2  # requests per mode before any measurement (excluded)
     texts: tuple[tuple[str, int], ...] = TEXTS
     text_ids: tuple[int, ...] | None = None  # subset of texts; None = all
+    extra: tuple[tuple[str, object], ...] = ()  # request parameters added to every request (--param)
 
     def selected(self) -> list[int]:
         return list(self.text_ids) if self.text_ids is not None else list(range(len(self.texts)))
@@ -60,6 +61,7 @@ class Workload:
     def params(self, i: int, knobs: dict) -> dict:
         """The request parameters of text i in a cell (concurrency is the harness's, not the request's)."""
         p = {"seed": self.seed + i, "ignore_eos": True, "max_new_tokens": self.tokens_for(i)}
+        p.update(dict(self.extra))
         p.update({k: v for k, v in knobs.items() if k != "concurrency"})
         return p
 
