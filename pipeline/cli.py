@@ -70,7 +70,7 @@ PARAM_OPTIONS = [
     ("--max-hop-tokens", int, "Largest chunk in tokens (default 32)."),
     ("--extra-lookahead-tokens", int, "Right context beyond the 3 required tokens (default 0)."),
     ("--left-context-tokens", str, "Re-run left context in tokens, or 'all' (default 32)."),
-    ("--prompt-tokens", str, "Voice-prompt tokens per flow call, or 'all' (default all)."),
+    ("--prompt-tokens", str, "Voice-prompt tokens per flow call, or 'all' (default 50)."),
     ("--n-timesteps", int, "Flow solver steps (default 10)."),
     ("--vocoder-lookahead-frames", str, "Frames the vocoder holds back, or 'exact' (default exact)."),
 ]

@@ -37,7 +37,7 @@ class ChunkSchedule:
     max_hop_tokens: int = 32
     extra_lookahead_tokens: int = 0
     left_context_tokens: int | str = 32
-    prompt_tokens: int | str = ALL
+    prompt_tokens: int | str = 50  # 2 s of the voice prompt: ~same fidelity as all 157, half the cost (docs/streaming.md)
     n_timesteps: int = 10
     vocoder_lookahead_frames: int | str = "exact"
 

@@ -72,7 +72,7 @@ def test_chunks_are_causal_and_final(engine):
 def test_full_context_streaming_equals_offline(engine):
     """With left context 'all' and a lookahead covering the utterance, the plumbing is exact."""
     tokens = random_tokens(30)
-    sched = ChunkSchedule(first_chunk_tokens=4, left_context_tokens="all", extra_lookahead_tokens=40)
+    sched = ChunkSchedule(first_chunk_tokens=4, left_context_tokens="all", extra_lookahead_tokens=40, prompt_tokens="all")
     _, during, final = run_cfm(engine, tokens, sched)
     mel = torch.cat([c.mel for c in during + final], dim=1)
     ref = offline_mel(engine, tokens)
@@ -82,7 +82,7 @@ def test_full_context_streaming_equals_offline(engine):
 def test_final_step_of_full_context_stream_matches_offline_tail(engine):
     """Earlier chunks saw less context, but the final step sees everything and the same noise positions."""
     tokens = random_tokens(24)
-    sched = ChunkSchedule(first_chunk_tokens=4, growth=1.0, left_context_tokens="all")
+    sched = ChunkSchedule(first_chunk_tokens=4, growth=1.0, left_context_tokens="all", prompt_tokens="all")
     _, during, final = run_cfm(engine, tokens, sched)
     assert during, "the schedule should emit chunks before the end"
     ref = offline_mel(engine, tokens)
