@@ -51,6 +51,7 @@ def test_json_has_every_field(run):
 def test_markdown_and_pictures(run):
     md = (run / "smoke.md").read_text()
     assert "| 4 | pipelined |" in md and "| 8 | **ratio** |" in md and "RTF = generation time / audio duration" in md
+    pytest.importorskip("matplotlib", reason="the pictures need the `bench` extra (make setup installs it)")
     for name in ("smoke-timeline-pipelined.png", "smoke-timeline-sequential.png", "smoke-ttfb.png"):
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
