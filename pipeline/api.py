@@ -66,15 +66,18 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the coordinator and the stages, close every socket, remove the run directory (idempotent)."""
-        if self.coordinator is not None:
-            self.coordinator.stop()
-            self.coordinator = None
-        if self.supervisor is not None:
-            self.supervisor.stop()
-            self.supervisor = None
-        if self.sockets is not None:
-            self.sockets.close()
-            self.sockets = None
+        coordinator, supervisor, sockets = self.coordinator, self.supervisor, self.sockets
+        self.coordinator = self.supervisor = self.sockets = None
+        try:
+            if coordinator is not None:
+                coordinator.stop()
+        finally:
+            try:
+                if supervisor is not None:
+                    supervisor.stop()
+            finally:
+                if sockets is not None:
+                    sockets.close()  # closes every socket and removes the run directory
 
     @property
     def endpoints(self) -> dict[str, str]:

@@ -53,11 +53,15 @@ def test_bad_input_is_a_clear_error_and_no_audio(args, stdin, message):
 
 
 def test_malformed_checkpoint_names_the_file(tmp_path):
+    import glob
+
     for name in ("t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt"):
         (tmp_path / name).write_bytes(b"not a real file")
+    before = set(glob.glob("/tmp/tts-*"))
     r = run_cli("say", "Hi.", "--checkpoint", str(tmp_path))
     assert r.returncode != 0 and r.stdout == b""
     assert "failed to start" in r.stderr.decode() and str(tmp_path) in r.stderr.decode()
+    assert set(glob.glob("/tmp/tts-*")) == before  # a failed start leaves no endpoint files either
 
 
 def test_info_is_json():
