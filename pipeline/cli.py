@@ -48,6 +48,7 @@ def model_options(f):
         click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
                      help="dtype of T3 and CFM (HiFiGAN always runs float32)."),
         click.option("--threads", type=int, default=0, help="torch threads per stage process (0 = cores / 3)."),
+        click.option("--t3-threads", type=int, help="Override --threads for T3 (the autoregressive bottleneck on CPU)."),
         click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"])),
         click.option("--port", type=int, default=0, help="tcp: first port (0 = free ports)."),
         click.option("--max-inflight", type=int, default=4, show_default=True, help="Concurrent requests in T3."),
@@ -110,7 +111,9 @@ def build_config(kw: dict[str, Any]):
         checkpoint = download_checkpoint(hf_repo)
     spec = ModelSpec(checkpoint=checkpoint, preset=kw.pop("preset"), device=kw.pop("device"), dtype=kw.pop("dtype"))
     devices = {s: d for s in ("t3", "cfm", "hifigan") if (d := kw.pop(f"{s}_device"))}
+    t3_threads = kw.pop("t3_threads")
     return PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
+                          stage_thread_counts={"t3": t3_threads} if t3_threads else {},
                           base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"))
 
 
@@ -236,7 +239,7 @@ def _say_sequential(config, texts, params, writer, quiet) -> None:
     from pipeline.sequential import Engine
 
     warn_if_builtin(config.model)
-    torch.set_num_threads(config.stage_threads())  # as each stage process: the same arithmetic, the same audio
+    torch.set_num_threads(config.stage_threads("cfm"))  # as the stage processes: the same arithmetic, the same audio
     engine = Engine(config.model, config.schedule)
     _speak(texts, lambda t: (c.pcm.numpy() for c in engine.stream(t, params)), writer, quiet)
 

@@ -43,6 +43,7 @@ class PipelineConfig:
     schedule: ChunkSchedule = field(default_factory=ChunkSchedule)
     devices: dict[str, str] = field(default_factory=dict)  # per-stage device overrides of model.device
     threads: int = 0  # torch threads per stage process; 0 = cores / 3
+    stage_thread_counts: dict[str, int] = field(default_factory=dict)  # per-stage overrides of `threads`
     transport: str = "ipc"
     host: str = "127.0.0.1"
     base_port: int = 0  # tcp: first port; 0 = free ports picked at start
@@ -51,7 +52,9 @@ class PipelineConfig:
     def device(self, stage: str) -> str:
         return self.devices.get(stage, self.model.device)
 
-    def stage_threads(self) -> int:
+    def stage_threads(self, stage: str | None = None) -> int:
+        if stage in self.stage_thread_counts:
+            return self.stage_thread_counts[stage]
         return self.threads or default_threads_per_stage()
 
 
@@ -93,7 +96,7 @@ class StageSupervisor:
         for stage in STAGES:
             args = StageArgs(stage=stage, input_endpoint=self.endpoint(stage), output_endpoint=self.endpoint(outputs[stage]),
                              control_endpoint=self.endpoint("control"), model=model, device=self.config.device(stage),
-                             threads=self.config.stage_threads(), options={"max_inflight": self.config.max_inflight})
+                             threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight})
             p = ctx.Process(target=entries[stage], args=(args,), name=f"tts-{stage}", daemon=True)
             p.start()
             self.processes[stage] = p

@@ -64,16 +64,18 @@ def run_clients(mode: str, jobs: list[Job], concurrency: int,
 class PipelinedMode:
     name = "pipelined"
 
-    def __init__(self, spec, threads: int, max_inflight: int):
+    def __init__(self, spec, threads: int, max_inflight: int, t3_threads: int = 0):
         from pipeline.api import Pipeline
         from pipeline.launcher import PipelineConfig
 
-        self.config = PipelineConfig(model=spec, threads=threads, max_inflight=max_inflight)
+        self.config = PipelineConfig(model=spec, threads=threads, max_inflight=max_inflight,
+                                     stage_thread_counts={"t3": t3_threads} if t3_threads else {})
         self.pipeline = Pipeline(self.config)
         self.pipeline.start()
 
     def threads_note(self) -> str:
-        return f"3 stage processes x {self.config.stage_threads()} torch thread(s)"
+        counts = {st: self.config.stage_threads(st) for st in ("t3", "cfm", "hifigan")}
+        return "3 stage processes, torch threads " + ", ".join(f"{k} {v}" for k, v in counts.items())
 
     def _stream(self, text: str, params: dict, rec: RequestRecord) -> Iterator[int]:
         handle = self.pipeline.submit(text, **params)
@@ -116,12 +118,12 @@ class SequentialMode:
         pass
 
 
-def make_modes(names: Iterable[str], spec, threads: int, seq_threads: int, max_inflight: int) -> dict:
+def make_modes(names: Iterable[str], spec, threads: int, seq_threads: int, max_inflight: int, t3_threads: int = 0) -> dict:
     """Start every requested mode (the pipeline takes seconds: its processes load and warm up)."""
     modes = {}
     try:
         for n in names:
-            modes[n] = (PipelinedMode(spec, threads, max_inflight) if n == "pipelined" else SequentialMode(spec, seq_threads))
+            modes[n] = (PipelinedMode(spec, threads, max_inflight, t3_threads) if n == "pipelined" else SequentialMode(spec, seq_threads))
     except BaseException:
         for m in modes.values():
             m.close()
