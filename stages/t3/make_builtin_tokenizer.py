@@ -42,7 +42,7 @@ def build():
 def main() -> None:
     out = Path(__file__).parent / "data" / "builtin_tokenizer.json"
     build().save(str(out), pretty=True)
-    print(f"wrote {out}")
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
