@@ -8,6 +8,7 @@ Characters outside the table encode as [UNK]; all ids are < 704 (the text vocabu
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 TEXT_VOCAB = 704  # rows of text_emb
