@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import logging
 import queue
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -21,7 +20,6 @@ from pipeline.launcher import PipelineConfig, StageSupervisor
 from pipeline.models import ModelSpec, warn_if_builtin
 
 SAMPLE_RATE = 24_000  # Hz, every Chatterbox model's output rate
-log = logging.getLogger("tts.api")
 
 
 @dataclass

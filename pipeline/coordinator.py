@@ -17,7 +17,6 @@ import logging
 import queue
 import re
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -61,7 +60,6 @@ class Record:
     """One request as the coordinator sees it."""
 
     rid: str
-    submitted: float
     sink: "queue.Queue[Message] | None" = None  # in-process consumer
     samples: int = 0  # samples received so far (next expected `start`)
     pub_seq: int = 0  # the coordinator's own message numbering (for subscribers)
@@ -86,7 +84,6 @@ class Coordinator:
         }
         self.records: dict[str, Record] = {}
         self.finished: OrderedDict[str, Record] = OrderedDict()
-        self.remote_ids: dict[str, bytes] = {}
         self.lock = threading.Lock()
         self.dead: str | None = None  # set when a stage died: every request fails from then on
         self._stop = threading.Event()
@@ -107,7 +104,7 @@ class Coordinator:
                 raise RequestError(self.dead)
             if rid in self.records or rid in self.finished:
                 raise ValueError(f"request id {rid!r} is already in use")
-            self.records[rid] = Record(rid, time.time(), sink=sink)
+            self.records[rid] = Record(rid, sink=sink)
         self._wake(Request(rid=rid, text=text, params=resolved))
         return rid, sink, resolved
 
@@ -197,7 +194,6 @@ class Coordinator:
             self.finished[rec.rid] = rec
             while len(self.finished) > REPLAY_FINISHED:
                 self.finished.popitem(last=False)
-        self.remote_ids.pop(rec.rid, None)
         if isinstance(msg, Error):  # free whatever the stages still hold; never block on a dead T3
             try:
                 framing.send(self.to_t3, Cancel(rid=rec.rid), flags=zmq.NOBLOCK)
@@ -240,8 +236,7 @@ class Coordinator:
                         raise RequestError(self.dead)
                     if msg.rid in self.records or msg.rid in self.finished:
                         raise ValueError(f"request id {msg.rid!r} is already in use")
-                    self.records[msg.rid] = Record(msg.rid, time.time())
-                self.remote_ids[msg.rid] = identity
+                    self.records[msg.rid] = Record(msg.rid)
                 framing.send(self.to_t3, Request(rid=msg.rid, text=msg.text, params=resolved))
                 reply = Accepted(rid=msg.rid, params=resolved)
             except (ValueError, RequestError) as e:
