@@ -1,4 +1,5 @@
 """The `tts-pipeline` CLI: exact byte counts, identical modes, clear errors, and server mode."""
+import json
 import re
 import subprocess
 
@@ -85,10 +86,24 @@ def test_server_mode_bad_request_then_good_request():
         connect = ["--connect", endpoints["requests"], "--pub", endpoints["publish"]]
         bad = run_cli("say", *connect, "--top-p", "1.5", "Bad.")
         assert bad.returncode != 0 and "top_p" in bad.stderr.decode() and bad.stdout == b""
-        good = run_cli("say", *connect, "--ignore-eos", "--max-new-tokens", "5", "--seed", "2", *FAST, "Good.")
-        assert good.returncode == 0, good.stderr.decode()
+        # a subscriber to every request, welcomed before the request is sent
+        sub = subprocess.Popen([*CLI, "subscribe", endpoints["publish"], "--pcm"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert b"subscribed to every request" in sub.stderr.readline()
+            good = run_cli("say", *connect, "--ignore-eos", "--max-new-tokens", "5", "--seed", "2", *FAST, "Good.")
+            assert good.returncode == 0, good.stderr.decode()
+            heads = []
+            for line in sub.stderr:  # one JSON header per published message, up to this request's end
+                heads.append(json.loads(line))
+                if heads[-1]["kind"] == "end":
+                    break
+        finally:
+            sub.terminate()
+            published = sub.communicate(timeout=20)[0]
         local = run_cli("say", "--ignore-eos", "--max-new-tokens", "5", "--seed", "2", *FAST, "Good.")
-        assert good.stdout == local.stdout and len(good.stdout) == 2 * 960 * 5
+        assert good.stdout == local.stdout == published and len(good.stdout) == 2 * 960 * 5
+        assert [h["kind"] for h in heads][-1] == "end" and heads[-1]["totals"]["samples"] == 960 * 5
+        assert all(h["kind"] == "audio" for h in heads[:-1]) and [h["seq"] for h in heads] == list(range(len(heads)))
     finally:
         server.terminate()
         assert server.wait(20) is not None
