@@ -22,12 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from pipeline.models import ModelSpec, derive_seed  # noqa: E402
+from pipeline.models import ModelSpec, cfm_noise, vocoder_generator  # noqa: E402
 from pipeline.params import parse_params  # noqa: E402
-from pipeline.sequential import Engine, stream_tokens  # noqa: E402
+from pipeline.sequential import Engine, new_cfm_stream, stream_tokens  # noqa: E402
 from stages.cfm.conds import FlowConditionals  # noqa: E402
-from stages.cfm.noise import NoiseSource  # noqa: E402
-from stages.cfm.streaming import CFMStream  # noqa: E402
 from stages.hifigan.fade import apply_trim_fade  # noqa: E402
 
 SEED = 1234  # request seed of every run: same noise, same vocoder randomness, comparable rows
@@ -46,15 +44,14 @@ def realistic_prompt(engine: Engine, n_tokens: int) -> FlowConditionals:
 
 def offline(engine: Engine, tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor, float]:
     t0 = time.perf_counter()
-    mel = engine.cfm.flow.infer(torch.tensor([tokens]), engine.cfm.conds, NoiseSource(derive_seed(SEED, "cfm")))[0]
-    g = torch.Generator().manual_seed(derive_seed(SEED, "hifigan"))
-    wav = apply_trim_fade(engine.hift.inference(mel[None].float(), g)[0][0])
+    mel = engine.cfm.flow.infer(torch.tensor([tokens]), engine.cfm.conds, cfm_noise(SEED))[0]
+    wav = apply_trim_fade(engine.hift.inference(mel[None].float(), vocoder_generator(engine.hift, SEED))[0][0])
     return mel, wav, time.perf_counter() - t0
 
 
 def streamed(engine: Engine, tokens: list[int], params: dict) -> dict:
     req = parse_params({"seed": SEED, **params})
-    cfm = CFMStream(engine.cfm.flow, engine.cfm.conds, NoiseSource(derive_seed(SEED, "cfm")), req.schedule)
+    cfm = new_cfm_stream(engine.cfm, req)
     mels = [c.mel for c in cfm.push(tokens)] + [c.mel for c in cfm.finish()]
     t0 = time.perf_counter()
     first = None

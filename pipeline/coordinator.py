@@ -140,9 +140,7 @@ class Coordinator:
 
     def _on_wake(self, sock) -> None:
         msg = framing.recv(sock)
-        if isinstance(msg, Request):
-            framing.send(self.to_t3, msg)
-        elif isinstance(msg, Cancel):
+        if isinstance(msg, (Request, Cancel)):
             framing.send(self.to_t3, msg)
         elif isinstance(msg, Error):  # a stage died
             self._fail_everything(msg.message)

@@ -87,7 +87,7 @@ class StageSupervisor:
         control = self.sockets.socket("PULL", self.endpoint("control"))
         outputs = {"t3": "cfm", "cfm": "hifigan", "hifigan": "audio"}
         model = {k: (str(v) if k == "checkpoint" and v is not None else v)
-                 for k, v in asdict(self.config.model).items() if k not in ("device", "extra")}
+                 for k, v in asdict(self.config.model).items() if k != "device"}
         from stages.cfm import worker as cfm_worker
         from stages.hifigan import worker as hifigan_worker
         from stages.t3 import worker as t3_worker

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +31,6 @@ class ModelSpec:
     preset: str = BUILTIN_PRESET
     device: str = "cpu"
     dtype: str = "float32"
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def builtin(self) -> bool:
@@ -56,14 +55,28 @@ class ModelSpec:
 
 def warn_if_builtin(spec: ModelSpec) -> None:
     if spec.builtin:
-        print(f"warning: no --checkpoint given: using the {spec.describe()}; the audio is noise, not speech",
-              file=sys.stderr)
+        msg = f"warning: no --checkpoint given: using the {spec.describe()}; the audio is noise, not speech"
+        print(msg, file=sys.stderr)
 
 
 def derive_seed(seed: int, domain: str) -> int:
     """A per-stage seed from the request seed, so stages draw independent streams reproducibly."""
     h = hashlib.blake2b(f"{domain}:{seed}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+# The request's randomness, made in one place: streaming (in any process) and offline
+# synthesis must draw exactly the same values for the same seed.
+def cfm_noise(seed: int):
+    """The flow solver's position-indexed noise of a request."""
+    from stages.cfm.noise import NoiseSource
+
+    return NoiseSource(derive_seed(seed, "cfm"))
+
+
+def vocoder_generator(hift, seed: int) -> torch.Generator:
+    """The generator of a request's harmonic-source phase and noise, on the vocoder's device."""
+    return torch.Generator(device=hift.stft_window.device).manual_seed(derive_seed(seed, "hifigan"))
 
 
 @dataclass

@@ -10,9 +10,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from pipeline.models import CFMPart, ModelSpec, T3Part, derive_seed, load_cfm_part, load_hifigan_part, load_t3_part
+from pipeline.models import (CFMPart, ModelSpec, T3Part, cfm_noise, load_cfm_part, load_hifigan_part, load_t3_part,
+                             vocoder_generator)
 from pipeline.params import RequestParams, parse_params
-from stages.cfm.noise import NoiseSource
 from stages.cfm.schedule import ChunkSchedule
 from stages.cfm.streaming import CFMStream
 from stages.hifigan.fade import apply_trim_fade
@@ -34,7 +34,6 @@ class Engine:
         self.t3: T3Part = load_t3_part(spec, max_slots=8)
         self.cfm: CFMPart = load_cfm_part(spec)
         self.hift = load_hifigan_part(spec)
-        self.sample_rate = self.hift.cfg.sampling_rate
 
     def text_ids(self, text: str) -> list[int]:
         from stages.t3.text import encode_text
@@ -44,13 +43,6 @@ class Engine:
     def start_t3(self, text: str, req: RequestParams):
         """Validate and prefill: every bad input is rejected here, before any audio."""
         return self.t3.generator.start(self.text_ids(text), self.t3.conds, req.sampling)
-
-    def new_cfm_stream(self, req: RequestParams) -> CFMStream:
-        return CFMStream(self.cfm.flow, self.cfm.conds, NoiseSource(derive_seed(req.seed, "cfm")), req.schedule)
-
-    def new_vocoder_stream(self, req: RequestParams) -> VocoderStream:
-        g = torch.Generator(device=self.hift.stft_window.device).manual_seed(derive_seed(req.seed, "hifigan"))
-        return VocoderStream(self.hift, g, lookahead_frames=req.schedule.vocoder_lookahead_frames)
 
     def stream(self, text: str, params: Mapping[str, Any] | None = None) -> Iterator[AudioChunk]:
         """Synthesize `text`, yielding audio chunks as soon as they are final."""
@@ -71,6 +63,16 @@ class Engine:
             session.close()
 
 
+def new_cfm_stream(cfm: CFMPart, req: RequestParams) -> CFMStream:
+    """A request's CFM state; the CFM stage process builds it the same way."""
+    return CFMStream(cfm.flow, cfm.conds, cfm_noise(req.seed), req.schedule)
+
+
+def new_vocoder_stream(hift, req: RequestParams) -> VocoderStream:
+    """A request's vocoder state; the HiFiGAN stage process builds it the same way."""
+    return VocoderStream(hift, vocoder_generator(hift, req.seed), lookahead_frames=req.schedule.vocoder_lookahead_frames)
+
+
 def _drain(session) -> Iterator[int]:
     while not session.finished:
         tok = session.step()
@@ -80,7 +82,7 @@ def _drain(session) -> Iterator[int]:
 
 def stream_tokens(engine: Engine, req: RequestParams, tokens: Iterator[int] | Sequence[int]) -> Iterator[AudioChunk]:
     """CFM + HiFiGAN streaming over a token sequence; checks the sample count at the end."""
-    cfm, voc = engine.new_cfm_stream(req), engine.new_vocoder_stream(req)
+    cfm, voc = new_cfm_stream(engine.cfm, req), new_vocoder_stream(engine.hift, req)
     emitted = 0
     for tok in tokens:
         for mel in cfm.push([tok]):
@@ -116,7 +118,6 @@ def offline_synthesize(engine: Engine, tokens: Sequence[int], seed: int, n_times
         return torch.zeros(0)
     n_timesteps = n_timesteps or engine.schedule.n_timesteps
     speech = torch.tensor([valid], dtype=torch.long)
-    mel = engine.cfm.flow.infer(speech, engine.cfm.conds, NoiseSource(derive_seed(seed, "cfm")), n_timesteps=n_timesteps)
-    g = torch.Generator(device=engine.hift.stft_window.device).manual_seed(derive_seed(seed, "hifigan"))
-    wav, _ = engine.hift.inference(mel.float(), g)
+    mel = engine.cfm.flow.infer(speech, engine.cfm.conds, cfm_noise(seed), n_timesteps=n_timesteps)
+    wav, _ = engine.hift.inference(mel.float(), vocoder_generator(engine.hift, seed))
     return apply_trim_fade(wav[0]).cpu()

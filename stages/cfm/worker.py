@@ -38,12 +38,10 @@ class CFMWorker(ChainWorker):
         assert isinstance(out[-1], End), out[-1]
 
     def start(self, req: Request):
-        from pipeline.models import derive_seed
         from pipeline.params import parse_params
-        from stages.cfm.noise import NoiseSource
+        from pipeline.sequential import new_cfm_stream
 
-        params = parse_params(req.params, self.default_schedule)
-        stream = CFMStream(self.part.flow, self.part.conds, NoiseSource(derive_seed(params.seed, "cfm")), params.schedule)
+        stream = new_cfm_stream(self.part, parse_params(req.params, self.default_schedule))
         return _Request(stream), [Request(rid=req.rid, seq=0, text="", params=req.params)]
 
     def data(self, msg: Message, st: _Request) -> list[Message]:

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -93,11 +94,11 @@ def stage_main(args: StageArgs, make_worker: Callable[[StageArgs], StageWorker])
             if args.device.startswith("cuda"):
                 torch.cuda.set_device(torch.device(args.device))
                 stream = torch.cuda.Stream()  # this stage's own stream
-            with torch.cuda.stream(stream) if stream is not None else _nullcontext():
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
                 worker = make_worker(args)
             log.info("loaded and warmed up on %s with %d thread(s)", args.device, torch.get_num_threads())
             framing.send(control, Ready(rid=args.stage, stage=args.stage, pid=os.getpid(), info={"device": args.device}))
-            with torch.cuda.stream(stream) if stream is not None else _nullcontext():
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
                 _loop(worker, pull, push, parent, log, zmq)
         except SystemExit:
             pass
@@ -110,14 +111,6 @@ def stage_main(args: StageArgs, make_worker: Callable[[StageArgs], StageWorker])
             if worker is not None:
                 worker.close()
             log.info("exiting")
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _Timing:

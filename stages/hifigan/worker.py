@@ -41,12 +41,10 @@ class HiFiGANWorker(ChainWorker):
         assert isinstance(out[-1], End), out[-1]
 
     def start(self, req: Request):
-        from pipeline.models import derive_seed
         from pipeline.params import parse_params
+        from pipeline.sequential import new_vocoder_stream
 
-        params = parse_params(req.params, self.default_schedule)
-        g = torch.Generator(device=self.hift.stft_window.device).manual_seed(derive_seed(params.seed, "hifigan"))
-        stream = VocoderStream(self.hift, g, lookahead_frames=params.schedule.vocoder_lookahead_frames)
+        stream = new_vocoder_stream(self.hift, parse_params(req.params, self.default_schedule))
         return _Request(stream), []  # the coordinator knows the request from its own records
 
     def data(self, msg: Message, st: _Request) -> list[Message]:

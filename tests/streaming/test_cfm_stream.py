@@ -2,9 +2,8 @@
 import pytest
 import torch
 
-from pipeline.models import derive_seed
+from pipeline.models import cfm_noise
 from pipeline.params import RequestParams, parse_params
-from stages.cfm.noise import NoiseSource
 from stages.cfm.schedule import ChunkSchedule
 from stages.cfm.streaming import CFMStream
 from tests.golden import rel_l2, tolerance
@@ -13,7 +12,7 @@ from .conftest import random_tokens
 
 
 def run_cfm(engine, tokens, schedule, seed=1, step=1):
-    s = CFMStream(engine.cfm.flow, engine.cfm.conds, NoiseSource(derive_seed(seed, "cfm")), schedule)
+    s = CFMStream(engine.cfm.flow, engine.cfm.conds, cfm_noise(seed), schedule)
     during = []
     for i in range(0, len(tokens), step):
         during += s.push(tokens[i : i + step])
@@ -23,7 +22,7 @@ def run_cfm(engine, tokens, schedule, seed=1, step=1):
 
 def offline_mel(engine, tokens, seed=1, n_timesteps=10):
     speech = torch.tensor([tokens], dtype=torch.long)
-    return engine.cfm.flow.infer(speech, engine.cfm.conds, NoiseSource(derive_seed(seed, "cfm")), n_timesteps=n_timesteps)[0]
+    return engine.cfm.flow.infer(speech, engine.cfm.conds, cfm_noise(seed), n_timesteps=n_timesteps)[0]
 
 
 def test_end_with_no_new_tokens_flushes_everything(engine):
