@@ -22,9 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from pipeline.models import ModelSpec, cfm_noise, vocoder_generator  # noqa: E402
-from pipeline.params import parse_params  # noqa: E402
-from pipeline.sequential import Engine, new_cfm_stream, stream_tokens  # noqa: E402
+from pipeline.models import ModelSpec  # noqa: E402
+from pipeline.sequential import Engine, stream_tokens  # noqa: E402
+from stages.cfm.part import cfm_noise, new_cfm_stream  # noqa: E402
+from stages.common.params import parse_params  # noqa: E402
+from stages.hifigan.part import vocoder_generator  # noqa: E402
 from stages.cfm.conds import FlowConditionals  # noqa: E402
 from stages.hifigan.fade import apply_trim_fade  # noqa: E402
 

@@ -210,7 +210,7 @@ def _speak(texts: list[str], pcm_of, writer: AudioWriter, quiet: bool) -> None:
 def _say_local(config, texts, params, writer, sequential, quiet) -> None:
     from pipeline.coordinator import RequestError, check_text
     from pipeline.launcher import PipelineStartError
-    from pipeline.params import resolve_params
+    from stages.common.params import resolve_params
     from stages.common.weights import CheckpointError
 
     try:

@@ -27,10 +27,10 @@ import zmq
 from ipc import framing
 from ipc.schema import MAX_TEXT_CHARS, Accepted, Audio, Cancel, End, Error, Message, ProtocolError, Request, Welcome
 from ipc.sockets import SocketFactory
-from pipeline.params import resolve_params
+from stages.common.accounting import SAMPLES_PER_TOKEN
+from stages.common.params import resolve_params
 from stages.cfm.schedule import ChunkSchedule
 
-SAMPLES_PER_TOKEN = 960  # 2 mel frames x 480 samples
 REPLAY_FINISHED = 64  # finished requests kept for late subscribers (their messages re-published on subscribe)
 RID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # client-chosen ids: safe as topics and in logs
 log = logging.getLogger("tts.coordinator")

@@ -10,19 +10,15 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from pipeline.models import (CFMPart, ModelSpec, T3Part, cfm_noise, load_cfm_part, load_hifigan_part, load_t3_part,
-                             vocoder_generator)
-from pipeline.params import RequestParams, parse_params
+from stages.cfm.part import CFMPart, cfm_noise, load_cfm_part, new_cfm_stream
 from stages.cfm.schedule import ChunkSchedule
-from stages.cfm.streaming import CFMStream
+from stages.common.accounting import check_totals
+from stages.common.params import RequestParams, parse_params
+from stages.common.spec import ModelSpec
 from stages.hifigan.fade import apply_trim_fade
-from stages.hifigan.streaming import AudioChunk, VocoderStream
-
-SAMPLES_PER_TOKEN = 960  # 2 mel frames x 480 samples at 24 kHz
-
-
-class AccountingError(RuntimeError):
-    """A stage emitted a different amount than its input requires: audio would have been lost."""
+from stages.hifigan.part import load_hifigan_part, new_vocoder_stream, vocoder_generator
+from stages.hifigan.streaming import AudioChunk
+from stages.t3.part import T3Part, load_t3_part
 
 
 class Engine:
@@ -63,16 +59,6 @@ class Engine:
             session.close()
 
 
-def new_cfm_stream(cfm: CFMPart, req: RequestParams) -> CFMStream:
-    """A request's CFM state; the CFM stage process builds it the same way."""
-    return CFMStream(cfm.flow, cfm.conds, cfm_noise(req.seed), req.schedule)
-
-
-def new_vocoder_stream(hift, req: RequestParams) -> VocoderStream:
-    """A request's vocoder state; the HiFiGAN stage process builds it the same way."""
-    return VocoderStream(hift, vocoder_generator(hift, req.seed), lookahead_frames=req.schedule.vocoder_lookahead_frames)
-
-
 def _drain(session) -> Iterator[int]:
     while not session.finished:
         tok = session.step()
@@ -97,13 +83,6 @@ def stream_tokens(engine: Engine, req: RequestParams, tokens: Iterator[int] | Se
         emitted += chunk.pcm.numel()
         yield chunk
     check_totals(len(cfm.tokens), cfm.frames_emitted, emitted)
-
-
-def check_totals(tokens: int, frames: int, samples: int) -> None:
-    """The last stage's check: samples == 960 x valid tokens (and frames == 2 x tokens)."""
-    if frames != 2 * tokens or samples != SAMPLES_PER_TOKEN * tokens:
-        raise AccountingError(f"audio lost: {tokens} tokens gave {frames} mel frames and {samples} samples "
-                              f"(expected {2 * tokens} and {SAMPLES_PER_TOKEN * tokens})")
 
 
 @torch.no_grad()

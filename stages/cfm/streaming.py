@@ -1,6 +1,6 @@
 """Per-request CFM streaming: speech tokens in, final mel frames out.
 
-Driven by the CFM stage process and by the single-process path (pipeline/sequential.py).
+Driven by the CFM stage process and by the single-process path.
 No sockets: `push` takes token ids, `finish` ends the stream, both return MelChunks.
 
 How frames are cut (docs/streaming.md has the full story):

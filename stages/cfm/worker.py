@@ -10,9 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ipc.schema import End, Mel, Message, Request, Tokens
+from stages.cfm.part import load_cfm_part, new_cfm_stream
 from stages.cfm.streaming import CFMStream
 from stages.common.chain import ChainWorker
+from stages.common.params import parse_params
 from stages.common.process import StageArgs, stage_main
+from stages.common.spec import ModelSpec
 
 STAGE = "cfm"
 MAX_INFLIGHT = 64  # per-request streams are small (token lists); T3's slots are the real limit
@@ -38,9 +41,6 @@ class CFMWorker(ChainWorker):
         assert isinstance(out[-1], End), out[-1]
 
     def start(self, req: Request):
-        from pipeline.params import parse_params
-        from pipeline.sequential import new_cfm_stream
-
         stream = new_cfm_stream(self.part, parse_params(req.params, self.default_schedule))
         return _Request(stream), [Request(rid=req.rid, seq=0, text="", params=req.params)]
 
@@ -64,8 +64,6 @@ class CFMWorker(ChainWorker):
 
 
 def make_worker(args: StageArgs) -> CFMWorker:
-    from pipeline.models import ModelSpec, load_cfm_part
-
     worker = CFMWorker(load_cfm_part(ModelSpec(**args.model, device=args.device)))
     worker.warm_up()
     return worker

@@ -12,8 +12,12 @@ import numpy as np
 import torch
 
 from ipc.schema import Audio, End, Mel, Message, Request
+from stages.common.accounting import check_totals
 from stages.common.chain import ChainWorker
+from stages.common.params import parse_params
 from stages.common.process import StageArgs, stage_main
+from stages.common.spec import ModelSpec
+from stages.hifigan.part import load_hifigan_part, new_vocoder_stream
 from stages.hifigan.streaming import VocoderStream
 
 STAGE = "hifigan"
@@ -41,9 +45,6 @@ class HiFiGANWorker(ChainWorker):
         assert isinstance(out[-1], End), out[-1]
 
     def start(self, req: Request):
-        from pipeline.params import parse_params
-        from pipeline.sequential import new_vocoder_stream
-
         stream = new_vocoder_stream(self.hift, parse_params(req.params, self.default_schedule))
         return _Request(stream), []  # the coordinator knows the request from its own records
 
@@ -56,8 +57,6 @@ class HiFiGANWorker(ChainWorker):
         return self._audio(msg.rid, st.stream.push(torch.from_numpy(msg.mel.copy())))
 
     def end(self, msg: End, st: _Request) -> list[Message]:
-        from pipeline.sequential import check_totals
-
         tokens = msg.totals.get("tokens", 0)
         if msg.totals.get("frames") != st.frames:
             raise RuntimeError(f"CFM sent {msg.totals.get('frames')} frames but {st.frames} arrived")
@@ -72,8 +71,6 @@ class HiFiGANWorker(ChainWorker):
 
 
 def make_worker(args: StageArgs) -> HiFiGANWorker:
-    from pipeline.models import ModelSpec, load_hifigan_part
-
     worker = HiFiGANWorker(load_hifigan_part(ModelSpec(**args.model, device=args.device)))
     worker.warm_up()
     return worker

@@ -13,7 +13,10 @@ import numpy as np
 
 from ipc.schema import Cancel, End, Error, Message, Request, Tokens
 from stages.common.process import StageArgs, stage_main
+from stages.common.params import parse_params
 from stages.common.requests import CapacityError, RequestTable, forward
+from stages.common.spec import ModelSpec
+from stages.t3.part import load_t3_part
 
 STAGE = "t3"
 MAX_QUEUED = 1024  # requests waiting for a KV-cache slot before new ones are refused
@@ -63,8 +66,6 @@ class T3Worker:
         return out
 
     def _start(self, req: Request) -> list[Message]:
-        from pipeline.params import parse_params
-
         try:
             params = parse_params(req.params)
             ids = self._encode(req.text, self.part.tokenizer, self.part.generator.cfg)
@@ -112,8 +113,6 @@ class T3Worker:
 
 
 def make_worker(args: StageArgs) -> T3Worker:
-    from pipeline.models import ModelSpec, load_t3_part
-
     spec = ModelSpec(**args.model, device=args.device)
     max_inflight = int(args.options.get("max_inflight", 4))
     worker = T3Worker(load_t3_part(spec, max_slots=max_inflight), max_inflight)

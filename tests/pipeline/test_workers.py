@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from ipc.schema import Audio, Cancel, End, Error, Mel, Request, Tokens
-from pipeline.models import ModelSpec, load_cfm_part, load_hifigan_part, load_t3_part
+from pipeline.models import ModelSpec
+from stages.cfm.part import load_cfm_part
+from stages.hifigan.part import load_hifigan_part
+from stages.t3.part import load_t3_part
 from stages.cfm.worker import CFMWorker
 from stages.hifigan.worker import HiFiGANWorker
 from stages.t3.worker import T3Worker

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from pipeline.models import cfm_noise
-from pipeline.params import RequestParams, parse_params
+from stages.cfm.part import cfm_noise
+from stages.common.params import RequestParams, parse_params
 from stages.cfm.schedule import ChunkSchedule
 from stages.cfm.streaming import CFMStream
 from tests.golden import rel_l2, tolerance

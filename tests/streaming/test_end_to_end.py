@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pipeline.params import parse_params
+from stages.common.params import parse_params
 from pipeline.sequential import offline_synthesize, stream_tokens
 
 from .conftest import random_tokens

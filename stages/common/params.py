@@ -1,5 +1,8 @@
 """Request parameters: the flat map a request carries, parsed and validated in one place.
 
+Used by every stage process (each takes the part it needs) and by the front ends that accept
+requests (the coordinator, the single-process path) to validate before any work starts.
+
 Sampling parameters go to T3 (stages.t3.sampling.SamplingParams), schedule parameters to
 the CFM and vocoder streams (stages.cfm.schedule.ChunkSchedule). The seed is resolved
 once, by whoever accepts the request, so every stage derives its randomness from it.
@@ -10,13 +13,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from stages.cfm.schedule import ChunkSchedule
+from stages.t3.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
 class RequestParams:
     """Everything one request asks for, parsed and validated in one place."""
 
-    sampling: Any  # stages.t3.sampling.SamplingParams (seed always resolved)
+    sampling: SamplingParams  # seed always resolved
     schedule: ChunkSchedule
 
     @property
@@ -26,8 +30,6 @@ class RequestParams:
 
 def parse_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedule | None = None) -> RequestParams:
     """Request parameters (flat map, as on the wire) -> validated RequestParams. ValueError names the field."""
-    from stages.t3.sampling import SamplingParams
-
     params = dict(params or {})
     names = {f.name for f in fields(SamplingParams)}
     sched_names = {f.name for f in fields(ChunkSchedule)}
