@@ -18,16 +18,24 @@ def chain():
     return T3Worker(load_t3_part(spec, max_slots=2), 2), CFMWorker(load_cfm_part(spec)), HiFiGANWorker(load_hifigan_part(spec))
 
 
+def pump(workers, *msgs):
+    """Feed messages to the first worker and run the chain as the stage loops do (handle what arrived, then one
+    unit of work) until nothing is left; returns what the last worker emits."""
+    inboxes = [list(msgs)] + [[] for _ in workers[1:]]
+    out = []
+    while any(inboxes) or any(w.busy() for w in workers):
+        for i, w in enumerate(workers):
+            sent = [m2 for m in inboxes[i] for m2 in w.handle(m)]
+            inboxes[i] = []
+            if w.busy():
+                sent += w.work()
+            (inboxes[i + 1] if i + 1 < len(workers) else out).extend(sent)
+    return out
+
+
 def run(chain, *msgs):
     """Push messages into T3 and let everything flow to the end of the chain; returns what HiFiGAN emits."""
-    t3, cfm, voc = chain
-    out, pending = [], list(msgs)
-    while pending or t3.busy():
-        batch = t3.handle(pending.pop(0)) if pending else t3.work()
-        for m in batch:
-            for m2 in cfm.handle(m):
-                out += voc.handle(m2)
-    return out
+    return pump(chain, *msgs)
 
 
 def test_a_request_flows_through_and_is_freed(chain):
@@ -68,9 +76,8 @@ def test_cancel_frees_every_stage(chain):
 
 def test_mel_chunks_are_contiguous(chain):
     _, cfm, _ = chain
-    msgs = cfm.handle(Request(rid="f", text="", params={"seed": 3, "first_chunk_tokens": 1, "n_timesteps": 1}))
-    msgs += cfm.handle(Tokens(rid="f", start=0, ids=np.arange(20, dtype=np.int64)))
-    msgs += cfm.handle(End(rid="f", totals={"tokens": 20}))
+    msgs = pump([cfm], Request(rid="f", text="", params={"seed": 3, "first_chunk_tokens": 1, "n_timesteps": 1}),
+                Tokens(rid="f", start=0, ids=np.arange(20, dtype=np.int64)), End(rid="f", totals={"tokens": 20}))
     mels = [m for m in msgs if isinstance(m, Mel)]
     assert [m.start for m in mels] == list(np.cumsum([0] + [m.mel.shape[1] for m in mels[:-1]]))
     assert msgs[-1].totals == {"tokens": 20, "frames": 40}
