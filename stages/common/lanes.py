@@ -7,11 +7,14 @@ counted in units of work, so every decision is reproducible in a test).
 The rule (docs/architecture.md, "Batching and the priority lane"):
 - Each request has a FIFO queue of chunk jobs; only its head can run, so a request's chunks
   are computed and sent strictly in order.
-- Heads are served in the order of `Lane.key`: a request's *first* chunk is urgent (the
-  priority lane), and so is any head that has waited `age_limit` units of work; urgent heads
-  go first, then the rest; within each group the head that became ready first goes first.
-  A first chunk therefore overtakes later chunks of other requests, and a later chunk waits
-  behind at most `age_limit` units of work plus the urgent heads that were ready before it.
+- Heads are served in the order of `Lane.key`, in three groups, the head that became ready
+  first going first within each: (0) later chunks that have waited `age_limit` units of
+  work, (1) first chunks (the priority lane), (2) the other later chunks. A first chunk
+  therefore overtakes fresh later chunks of other requests, and a running request's next
+  chunk waits at most `age_limit` units plus the other aged chunks ahead of it (at most one
+  per running request), however many new requests arrive. A first chunk waits at most for
+  the first chunks ready before it and the aged chunks of requests already running (which
+  end); so nobody starves.
 - A batched call pads every job to one length: a bucket (`bucket`) when several jobs share
   the call, the job's own length when it runs alone (so a batch of one is the solo call).
 """
@@ -114,6 +117,9 @@ class Lane:
         return head
 
     def key(self, tick: int, age_limit: int) -> tuple[int, int, int]:
-        """Sort key: urgent (first chunk, or waited age_limit units) before the rest, then oldest head first."""
-        urgent = self.first or tick - self.since >= age_limit
-        return (0 if urgent else 1, self.since, self.order)
+        """Sort key: a later chunk that waited age_limit units, then first chunks, then other later chunks; oldest head first in each."""
+        if self.first:
+            group = 1  # the priority lane
+        else:
+            group = 0 if tick - self.since >= age_limit else 2  # aged: a running stream must not underrun
+        return (group, self.since, self.order)

@@ -10,27 +10,13 @@ from stages.t3.part import load_t3_part
 from stages.cfm.worker import CFMWorker
 from stages.hifigan.worker import HiFiGANWorker
 from stages.t3.worker import T3Worker
+from tests.chain import pump
 
 
 @pytest.fixture(scope="module")
 def chain():
     spec = ModelSpec()
     return T3Worker(load_t3_part(spec, max_slots=2), 2), CFMWorker(load_cfm_part(spec)), HiFiGANWorker(load_hifigan_part(spec))
-
-
-def pump(workers, *msgs):
-    """Feed messages to the first worker and run the chain as the stage loops do (handle what arrived, then one
-    unit of work) until nothing is left; returns what the last worker emits."""
-    inboxes = [list(msgs)] + [[] for _ in workers[1:]]
-    out = []
-    while any(inboxes) or any(w.busy() for w in workers):
-        for i, w in enumerate(workers):
-            sent = [m2 for m in inboxes[i] for m2 in w.handle(m)]
-            inboxes[i] = []
-            if w.busy():
-                sent += w.work()
-            (inboxes[i + 1] if i + 1 < len(workers) else out).extend(sent)
-    return out
 
 
 def run(chain, *msgs):
