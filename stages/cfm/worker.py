@@ -97,6 +97,7 @@ class CFMWorker(ChainWorker):
                 self.batch.add(rid, job)
             except Exception as e:
                 out.append(self.fail(rid, e))
+        self.served = [r.key for r in self.batch.rows]
         try:
             done = self.batch.step()
         except Exception as e:  # one estimator call serves every row: each of them fails, the stage carries on

@@ -31,6 +31,7 @@ log = logging.getLogger("tts.stage")
 DEFAULT_MAX_INFLIGHT = 4  # the launcher's default --max-inflight
 DEFAULT_MAX_QUEUE = 60  # without --max-queue a stage keeps its earlier bound of 64 requests
 DROP_LOG_INTERVAL_S = 1.0  # at most one "dropped" log line per second (a flood must not flood stderr)
+ERROR_TEXT_LIMIT = 2000  # characters of an error's text: it may echo a bad value, and must still fit the wire's limit
 
 
 def stage_capacity(options: Mapping[str, Any]) -> int:
@@ -72,6 +73,7 @@ class ChainWorker:
         self.table: RequestTable[Slot] = RequestTable(self.name, capacity)
         self.limits = limits
         self.tick = 0  # units of work done (the clock of the lanes' age bound)
+        self.served: list[str] = []  # the requests the last unit of work computed for (to share its time among them)
         self._order = itertools.count()
         self._drops = _DropLog(self.name)
 
@@ -149,9 +151,12 @@ class ChainWorker:
 
     def fail(self, rid: str, exc: BaseException | str) -> Error:
         """`rid` fails in this stage: its state and queued jobs are freed, the error goes down the chain."""
-        log.warning("%s: request %s failed: %s", self.name, rid[:64], exc)
+        text = exc if isinstance(exc, str) else str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        if len(text) > ERROR_TEXT_LIMIT:
+            text = text[: ERROR_TEXT_LIMIT - 3] + "..."
+        log.warning("%s: request %s failed: %s", self.name, rid[:64], text)
         self.forget(rid)
-        return self.table.error(rid, exc)
+        return self.table.error(rid, text)
 
     def _settle(self, rid: str, slot: Slot) -> list[Message]:
         """Apply head jobs that need no model call; once the queue is empty after the end, send our end and free."""

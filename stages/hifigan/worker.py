@@ -112,6 +112,7 @@ class HiFiGANWorker(ChainWorker):
                 continue  # a fresh call each time: a job left out now is at the head of the order next time
             chosen.append(rid)
             shapes.append(shape)
+        self.served = chosen
         jobs: list[tuple[str, DecodeJob]] = []
         for rid in chosen:
             slot = self.table.get(rid)

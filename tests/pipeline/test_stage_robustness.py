@@ -179,3 +179,9 @@ def test_garbage_and_a_duplicate_id_on_the_stage_sockets_kill_no_stage(tts):
     pcm = tts.synthesize("Still standing.", seed=5, ignore_eos=True, max_new_tokens=12, **FAST)
     assert pcm.size == 960 * 12
     assert all(p.is_alive() for p in sup.processes.values())
+
+
+def test_an_error_echoing_a_huge_value_still_fits_the_wire(cfm):
+    (err,) = cfm.handle(Request(rid="huge", text="", params={"seed": 1, "first_chunk_tokens": "x" * 50_000}))
+    assert isinstance(err, Error) and "first_chunk_tokens" in err.message and len(err.message) <= 2000
+    framing.decode(framing.encode(err))  # encodable: the stage's send cannot fail on it
