@@ -24,6 +24,7 @@ from typing import Iterable
 
 import torch
 
+from stages.cfm.batch import run_flow_jobs
 from stages.cfm.conds import FlowConditionals
 from stages.cfm.flow import Flow
 from stages.cfm.noise import NoiseSource
@@ -99,8 +100,6 @@ class CFMStream:
         return self._run([job] if job is not None else [])
 
     def _run(self, jobs: list[FlowJob]) -> list[MelChunk]:
-        from stages.cfm.batch import run_flow_jobs
-
         return [self.complete(job, run_flow_jobs(self.flow, [job])[0]) for job in jobs]
 
     # --- plan / complete -----------------------------------------------------------------

@@ -124,7 +124,7 @@ class VocoderStream:
         return self._run(self.plan_finish())
 
     def _run(self, job: DecodeJob | None) -> list[AudioChunk]:
-        from stages.hifigan.batch import decode_jobs
+        from stages.hifigan.batch import decode_jobs  # here: batch.py imports this module's job types
 
         return [] if job is None else [self.complete(job, decode_jobs(self.hift, [job])[0])]
 

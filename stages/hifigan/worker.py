@@ -107,7 +107,11 @@ class HiFiGANWorker(ChainWorker):
         chosen: list[str] = []
         shapes: list[Shape] = []
         for rid, slot in self.heads():
-            shape = job_shape(self._window(slot.state, slot.lane.jobs[0]), self.edge)
+            try:
+                shape = job_shape(self._window(slot.state, slot.lane.jobs[0]), self.edge)
+            except Exception as e:
+                out.append(self.fail(rid, e))
+                continue
             if self.limits.fits([*shapes, shape]) is None:
                 continue  # a fresh call each time: a job left out now is at the head of the order next time
             chosen.append(rid)
