@@ -29,7 +29,7 @@ def solo_chunks(part, seed, n, params):
 
 @pytest.mark.parametrize("n_requests", [1, 3, 8])
 def test_batched_requests_equal_each_alone(worker, n_requests):
-    reqs = [(f"q{i}", 30 + i, 3 + 4 * i, SCHEDULES[i % len(SCHEDULES)]) for i in range(n_requests)]
+    reqs = [(f"q{i}", 30 + i, 3 + 3 * i, SCHEDULES[i % len(SCHEDULES)]) for i in range(n_requests)]
     msgs = interleave(*[token_messages(rid, n, seed, step=1 + i % 3, **params) for i, (rid, seed, n, params) in enumerate(reqs)])
     out = [m2 for m in msgs for m2 in worker.handle(m)]
     assert not [m for m in out if isinstance(m, Mel)]  # handle() only queued the jobs

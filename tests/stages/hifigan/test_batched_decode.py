@@ -103,7 +103,7 @@ def test_worker_batched_requests_equal_each_alone(hift, mel, n_requests, monkeyp
     schedules = [[8, 16, 32, 64], [2] * 10 + [100], [120], [40, 40, 40], [13, 7, 60, 40]]
     reqs = []
     for i in range(n_requests):
-        frames = 120 - 10 * (i % 4)
+        frames = 90 - 10 * (i % 4)
         chunks = schedules[i % len(schedules)]
         chunks = [c for c in np.diff(np.minimum(np.cumsum([0] + chunks), frames)).tolist() if c]
         reqs.append((f"v{i}", 40 + i, frames, chunks, {"vocoder_lookahead_frames": 4} if i % 3 == 2 else {}))
