@@ -4,7 +4,6 @@ of unknown requests is dropped with a rate-limited log line; 2,000 garbage messa
 stage running."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import msgpack
