@@ -12,6 +12,7 @@ Weights: `flow.*` of s3gen_meanflow.safetensors (the base file's keys + the mixe
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,8 +111,6 @@ def meanflow_config(name: str) -> CFMConfig:
 
 def meanflow_config_from_checkpoint_dir(directory: str | Path) -> CFMConfig:
     """A Turbo folder's golden-format config.json (`S3Gen.scaling`) if present, else `turbo`."""
-    import json
-
     path = Path(directory) / "config.json"
     if path.is_file():
         data = json.loads(path.read_text())

@@ -9,7 +9,7 @@ from stages.t3.kv_cache import NoFreeSlotError
 from stages.t3.turbo_conds import TurboT3Conditionals
 from stages.t3.turbo_generate import TurboT3Generator, generate_turbo_tokens
 from stages.t3.turbo_sampling import (ROW_EXHAUSTED, ROW_NON_FINITE, ROW_OK, RowParams, TurboSamplingParams,
-                                      next_tokens, process_logits, record_samples, repetition_penalty_rows,
+                                      next_tokens, record_samples, repetition_penalty_rows,
                                       reset_history, top_k_rows)
 from tests.golden_turbo import load_case, rel_l2
 
