@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from pipeline.layout import TURBO, detect_model
-from pipeline.models import DTYPES, CFMPart, ModelSpec, cfm_noise, vocoder_generator
+from stages.cfm.part import CFMPart, cfm_noise
+from stages.common.spec import DTYPES, ModelSpec
+from stages.hifigan.part import vocoder_generator
 from stages.common.weights import read_checkpoint, schema_from_module
 
 T3_PRESETS_TO_HIFT = {"turbo": "chatterbox", "turbo-small": "small", "turbo-tiny": "tiny"}  # same vocoder as base

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.params import RequestParams
+from stages.common.params import RequestParams
 from pipeline.sequential import stream_tokens
 from stages.cfm.meanflow import N_SILENCE_TOKENS, SILENCE_TOKEN
 from stages.cfm.schedule import ChunkSchedule
