@@ -154,3 +154,29 @@ def build_builtin_campplus(cfg: CAMPPlusConfig) -> CAMPPlus:
     with torch.device("meta"):
         model = CAMPPlus(cfg)
     return _materialise(model, strip_prefix(builtin_campplus_weights(cfg), CAMPPLUS_PREFIX))
+
+
+def load_voice_models(checkpoint_dir: str | Path | None = None, preset: str = "tiny", device: str = "cpu"):
+    """The conditioning models of a checkpoint folder (ve.safetensors + s3gen.safetensors), or the built-in
+    random-weight ones at `preset` sizes when `checkpoint_dir` is None. -> stages.voice.conditioning.VoiceModels.
+
+    ve.safetensors is needed only here (voice cloning): a checkpoint without it still runs
+    its conds.pt voice, and gets this error only when a voice is made from a recording.
+    """
+    from stages.voice.conditioning import VoiceModels
+    from stages.voice.config import VoiceConfig
+
+    if checkpoint_dir is None:
+        cfg = VoiceConfig.from_name(preset)
+        models = VoiceModels(cfg, build_builtin_voice_encoder(cfg.ve), build_builtin_s3_tokenizer(cfg.tokenizer),
+                             build_builtin_campplus(cfg.campplus))
+    else:
+        d = Path(checkpoint_dir)
+        missing = [f for f in (VE_FILE, S3GEN_FILE) if not (d / f).is_file()]
+        if missing:
+            raise CheckpointError(f"{d}: voice cloning needs {' and '.join(missing)} in the checkpoint directory "
+                                  "(the model itself runs from conds.pt without ve.safetensors)")
+        cfg = VoiceConfig.from_checkpoint_dir(d)
+        models = VoiceModels(cfg, load_voice_encoder(d / VE_FILE, cfg.ve), load_s3_tokenizer(d / S3GEN_FILE, cfg.tokenizer),
+                             load_campplus(d / S3GEN_FILE, cfg.campplus))
+    return models.to(device)
