@@ -53,10 +53,8 @@ def campplus_schema(cfg: CAMPPlusConfig) -> Schema:
 
 
 def _materialise(module: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Load `state` into a meta-built module (no wasted init) and rebuild its constant buffers."""
+    """Load `state` into a meta-built module (no wasted init; its constant buffers are built on the CPU)."""
     module.load_state_dict(state, strict=True, assign=True)
-    if hasattr(module, "make_constants"):
-        module.make_constants()
     return module.requires_grad_(False).eval()
 
 

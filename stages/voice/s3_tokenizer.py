@@ -84,7 +84,8 @@ class AudioEncoder(nn.Module):
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.width, kernel_size=3, stride=2, padding=1)
         self.conv2 = nn.Conv1d(cfg.width, cfg.width, kernel_size=3, stride=2, padding=1)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.fsmn_kernel) for _ in range(cfg.layers))
-        rope = torch.view_as_real(rope_table(cfg.rope_positions, cfg.rope_theta))  # [P, 64, 2]
+        with torch.device("cpu"):  # constants are real even when the weights are built on the meta device
+            rope = torch.view_as_real(rope_table(cfg.rope_positions, cfg.rope_theta))  # [P, 64, 2]
         self.register_buffer("rope_cos", rope[..., 0].contiguous(), persistent=False)  # [P, 64]
         self.register_buffer("rope_sin", rope[..., 1].contiguous(), persistent=False)
 
@@ -128,15 +129,9 @@ class S3Tokenizer(nn.Module):
         self.cfg = cfg
         self.encoder = AudioEncoder(cfg)
         self.quantizer = Quantizer(cfg.width)
-        self.register_buffer("_mel_filters", slaney_mel_filters(SAMPLE_RATE, cfg.n_fft, cfg.n_mels).clone())  # [128, 201]
-        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
-
-    def make_constants(self) -> None:
-        """Rebuild the fixed non-persistent buffers (RoPE table, Hann window) after a meta-device load."""
-        device = self._mel_filters.device
-        rope = torch.view_as_real(rope_table(self.cfg.rope_positions, self.cfg.rope_theta))
-        self.encoder.rope_cos, self.encoder.rope_sin = rope[..., 0].contiguous().to(device), rope[..., 1].contiguous().to(device)
-        self.window = torch.hann_window(self.cfg.n_fft, device=device)
+        with torch.device("cpu"):  # (see AudioEncoder); _mel_filters is replaced by the checkpoint's when loaded
+            self.register_buffer("_mel_filters", slaney_mel_filters(SAMPLE_RATE, cfg.n_fft, cfg.n_mels).clone())  # [128, 201]
+            self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [L] float32 at 16 kHz -> [1, n_mels, L // 160] Whisper-style log-mel."""
