@@ -64,11 +64,11 @@ def _require_prefix(path: Path, prefix: str, what: str) -> None:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            if not any(k.startswith(prefix) for k in f.keys()):
-                raise CheckpointError(f"{path}: has no {prefix}* tensors ({what}), which voice cloning needs")
-    except (OSError, ValueError) as e:  # unreadable files are reported by read_checkpoint
-        if isinstance(e, CheckpointError):
-            raise
+            has_prefix = any(k.startswith(prefix) for k in f.keys())
+    except Exception:  # an unreadable file: read_checkpoint reports it, naming the file
+        return
+    if not has_prefix:
+        raise CheckpointError(f"{path}: has no {prefix}* tensors ({what}), which voice cloning needs")
 
 
 def load_voice_encoder(path: str | Path, cfg: VoiceEncoderConfig) -> VoiceEncoder:

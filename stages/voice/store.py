@@ -126,6 +126,8 @@ class VoiceStore:
         return bool(isinstance(name, str) and NAME_RE.fullmatch(name)) and (self.root / name / MANIFEST_FILE).is_file()
 
     def info(self, name: str) -> VoiceInfo:
+        if name == DEFAULT_VOICE:
+            raise VoiceStoreError(f"{DEFAULT_VOICE!r} is the model's own voice (its conds.pt), not a stored one")
         check_name(name)
         folder = self.root / name
         if not (folder / MANIFEST_FILE).is_file():

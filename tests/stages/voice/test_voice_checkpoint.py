@@ -80,6 +80,12 @@ def test_s3gen_without_campplus_says_so(tiny_cfg):
         ckpt.load_campplus(S3GEN, tiny_cfg.campplus)
 
 
+def test_a_file_that_is_not_safetensors_is_named(tiny_cfg, tmp_path):
+    (tmp_path / "s3gen.safetensors").write_bytes(b"not a real file")
+    with pytest.raises(CheckpointError, match=r"s3gen\.safetensors: not a readable safetensors file"):
+        ckpt.load_s3_tokenizer(tmp_path / "s3gen.safetensors", tiny_cfg.tokenizer)
+
+
 def test_counters_must_be_integers(tiny_cfg, tmp_path):
     cam = load_file(str(CAMPPLUS))
     cam["speaker_encoder.head.bn1.num_batches_tracked"] = torch.zeros(())
