@@ -382,5 +382,9 @@ def bench(args) -> None:
     bench_main(list(args), prog_command="tts-pipeline bench " + " ".join(args))
 
 
+from pipeline.voice_cli import voice as _voice_group  # noqa: E402  (the command bodies live there)
+
+main.add_command(_voice_group)
+
 if __name__ == "__main__":
     main()
