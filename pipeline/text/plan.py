@@ -9,6 +9,13 @@ Seeds: segment 0 uses the request seed itself (a text that needs one segment sou
 exactly as it did before segmentation existed); segment k > 0 uses
 `derive_seed(request seed, "segment:k")`, independent streams that depend only on the
 request seed and the segment's position.
+
+What a coordinator version must do with a plan to equal the front-end stitcher byte for
+byte: run `plan.segments[k].text` with `plan.segment_params(k)` for every k (a segment's
+audio is a function of its text and parameters only), emit them in order under one
+request id with `start` continuing across segments, put exactly `plan.pause_samples`
+zero samples between consecutive segments, and end with totals
+`plan.total_samples(per-segment samples)`.
 """
 from __future__ import annotations
 
