@@ -61,11 +61,19 @@ def test_malformed_checkpoint_names_the_file(tmp_path):
     r = run_cli("say", "Hi.", "--checkpoint", str(tmp_path))  # the tokenizer is read first, to segment the text
     assert r.returncode != 0 and r.stdout == b"" and f"{tmp_path}/tokenizer.json: not a readable" in r.stderr.decode()
     (tmp_path / "tokenizer.json").write_bytes((ROOT / "stages/t3/data/builtin_tokenizer.json").read_bytes())
-    before = set(glob.glob("/tmp/tts-*"))
-    r = run_cli("say", "Hi.", "--checkpoint", str(tmp_path))
-    assert r.returncode != 0 and r.stdout == b""
-    assert "failed to start" in r.stderr.decode() and str(tmp_path) in r.stderr.decode()
-    assert set(glob.glob("/tmp/tts-*")) == before  # a failed start leaves no endpoint files either
+    import os
+    import shutil
+    import tempfile
+
+    run_base = tempfile.mkdtemp(prefix="t-", dir="/tmp")  # short: the run dir goes here, apart from other runs on the machine
+    try:
+        r = subprocess.run([*CLI, "say", "Hi.", "--checkpoint", str(tmp_path)], capture_output=True, timeout=120,
+                           env={**os.environ, "TMPDIR": run_base})
+        assert r.returncode != 0 and r.stdout == b""
+        assert "failed to start" in r.stderr.decode() and str(tmp_path) in r.stderr.decode()
+        assert glob.glob(f"{run_base}/tts-*") == []  # a failed start leaves no endpoint files either
+    finally:
+        shutil.rmtree(run_base, ignore_errors=True)
 
 
 def test_info_is_json():
