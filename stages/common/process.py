@@ -118,7 +118,9 @@ class _Timing:
 
     They travel downstream in the request's end sentinel (`stats`), merged with the
     upstream stages' figures, so the benchmark can attribute latency without clocks
-    shared between processes.
+    shared between processes. `end_ts.<stage>` is the Unix time the stage sent the end:
+    on one host it orders events across stages (e.g. a request's T3 finishing before the
+    previous request's HiFiGAN).
     """
 
     def __init__(self, stage: str):
@@ -135,7 +137,8 @@ class _Timing:
         """Attach this request's figures to our end sentinel (and forget them)."""
         if isinstance(msg, End):
             stats = {**self.upstream.pop(msg.rid, {}), **msg.stats,
-                     f"busy_s.{self.stage}": self.busy.pop(msg.rid, 0.0), f"wire_s.{self.stage}": self.wire.pop(msg.rid, 0.0)}
+                     f"busy_s.{self.stage}": self.busy.pop(msg.rid, 0.0), f"wire_s.{self.stage}": self.wire.pop(msg.rid, 0.0),
+                     f"end_ts.{self.stage}": time.time()}  # Unix time this stage finished the request (ordering across stages)
             return dataclasses.replace(msg, stats=stats)
         if isinstance(msg, (Error, Cancel)):
             self.busy.pop(msg.rid, None), self.wire.pop(msg.rid, None), self.upstream.pop(msg.rid, None)
