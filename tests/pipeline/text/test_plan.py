@@ -1,7 +1,7 @@
 """The long-form plan: segment seeds from the request seed, exact pauses and totals, validation."""
 import pytest
 
-from pipeline.models import derive_seed
+from stages.common.seeds import derive_seed
 from pipeline.text.budget import base_budget, tokenizer_counter
 from pipeline.text.plan import LongFormPlan, make_plan, pause_samples, segment_seed
 from stages.t3.text import TextTokenizer
