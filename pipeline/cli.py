@@ -382,5 +382,14 @@ def bench(args) -> None:
     bench_main(list(args), prog_command="tts-pipeline bench " + " ".join(args))
 
 
+def _add_http_command() -> None:
+    """`tts-pipeline http` (its body lives in pipeline/http/command.py; the server extra is imported when it runs)."""
+    from pipeline.http.command import build_command
+
+    main.add_command(build_command(model_options, build_config, fail, log))
+
+
+_add_http_command()
+
 if __name__ == "__main__":
     main()
