@@ -57,6 +57,8 @@ class Metrics:
                              ["endpoint"], buckets=RTF_BUCKETS, registry=r)
         self.audio_seconds = Counter("tts_audio_seconds", "Seconds of audio delivered by finished requests",
                                      ["endpoint"], registry=r)
+        self.engine_ends = Counter("tts_engine_requests", "Requests as the engine ended them: completed (its end message), "
+                                   "cancelled (the cancel came back through every stage), failed", ["end"], registry=r)
         self.streams = Gauge("tts_http_streams", "Synthesis requests this server is running now", registry=r)
         self.stage_busy = Counter("tts_stage_busy_seconds", "Compute time per stage, summed over finished requests",
                                   ["stage"], registry=r)

@@ -85,14 +85,19 @@ class RequestRun:
                 self._synthesis = synthesis
             if self._cancel.is_set():
                 synthesis.cancel()
-            for start, pcm in synthesis:
-                if self._cancel.is_set() or not self._emit(Chunk(self.encoder.encode(pcm), len(pcm), start, synthesis.rid)):
-                    break
+            for start, pcm in synthesis:  # after a cancel, until the engine confirms it (its stream ends)
+                if self._cancel.is_set():
+                    continue
+                if not self._emit(Chunk(self.encoder.encode(pcm), len(pcm), start, synthesis.rid)):
+                    self.cancel()
             if synthesis.completed and not self._cancel.is_set():
+                self.metrics.engine_ends.labels("completed").inc()
                 self._emit(Done(self.encoder.finish(), synthesis.end_stats))
             else:
+                self.metrics.engine_ends.labels("cancelled").inc()  # here, not in next(): nobody may be reading
                 self._emit(Cancelled())
         except BaseException as e:  # the request failed or was refused; the loop side classifies it
+            self.metrics.engine_ends.labels("failed").inc()
             self._emit(Failed(e))
         finally:
             self.encoder.close()

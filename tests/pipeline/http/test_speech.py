@@ -155,10 +155,12 @@ def test_a_client_that_disconnects_cancels_its_request_everywhere(server):
     with httpx.stream("POST", f"{server.url}/v1/audio/speech", timeout=60,
                       json=speech_body(1000, response_format="pcm", n_timesteps=10)) as r:
         assert r.status_code == 200
-        assert next(r.iter_raw())  # audio is flowing
-    # the cancel went T3 -> CFM -> HiFiGAN and back: the coordinator holds nothing, the outcome says cancelled
+        pieces = r.iter_raw()
+        assert next(pieces)  # audio is flowing; leaving the block closes the connection mid-stream
     wait_for(lambda: metric(server.url, "tts_requests_total", endpoint="speech", outcome="cancelled") == before + 1,
              what="the cancelled outcome")
+    # the cancel went T3 -> CFM -> HiFiGAN and came back (no end message): the coordinator holds nothing
+    wait_for(lambda: metric(server.url, "tts_engine_requests_total", end="cancelled") == 1, what="the engine's cancel")
     wait_for(lambda: metric(server.url, "tts_pipeline_requests", state="active") == 0, what="the pipeline to be empty")
     assert metric(server.url, "tts_http_streams") == 0
     r = post(server, speech_body(5, response_format="pcm"))  # nothing else was lost
@@ -168,7 +170,7 @@ def test_a_client_that_disconnects_cancels_its_request_everywhere(server):
 def test_metrics_name_what_happened(server):
     text = httpx.get(f"{server.url}/metrics").text
     for name in ("tts_requests_total", "tts_ttfb_seconds_bucket", "tts_chunk_interval_seconds_bucket", "tts_rtf_bucket",
-                 "tts_audio_seconds_total", "tts_http_streams", "tts_stage_busy_seconds_total", "tts_pipeline_ready",
+                 "tts_audio_seconds_total", "tts_engine_requests_total", "tts_http_streams", "tts_stage_busy_seconds_total", "tts_pipeline_ready",
                  "tts_stage_up", "tts_stage_restarts_total", "tts_pipeline_requests"):
         assert name in text, name
     assert metric(server.url, "tts_requests_total", endpoint="speech", outcome="ok") >= 1

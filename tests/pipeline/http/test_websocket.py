@@ -84,5 +84,7 @@ def test_cancel_message_and_disconnect_free_the_request_everywhere(server):
     # the connection closed mid-stream: its request is cancelled in every stage
     wait_for(lambda: metric(server.url, "tts_requests_total", endpoint="ws", outcome="cancelled") == 2,
              what="two cancelled WebSocket requests")
+    wait_for(lambda: metric(server.url, "tts_engine_requests_total", end="cancelled") == 2,
+             what="both cancels to come back through every stage")
     wait_for(lambda: metric(server.url, "tts_pipeline_requests", state="active") == 0, what="the pipeline to be empty")
     assert metric(server.url, "tts_http_streams") == 0
