@@ -23,7 +23,7 @@ from pipeline.http import voices
 from pipeline.http.encoders import MEDIA_TYPES, Encoder, available_formats
 from pipeline.http.limits import DEFAULT_MAX_STREAMS, MAX_BODY_BYTES, Slots
 from pipeline.http.metrics import Metrics
-from pipeline.http.responses import SpeechResponse, error_response
+from pipeline.http.responses import SpeechResponse, StreamAborted, error_response
 from pipeline.http.schema import MAX_INPUT_CHARS, ApiError, parse_json, prepare, validate_body
 from pipeline.http.streaming import RequestRun
 
@@ -109,8 +109,9 @@ def create_app(backend, settings: ServerSettings = ServerSettings(),
                             status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def internal_error(request, exc):  # logged with its traceback by the server; the client gets no trace
-        log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    async def internal_error(request, exc):  # logged with its traceback here; the client gets no trace
+        if not isinstance(exc, StreamAborted):  # a stream cut off on purpose: server.py logs it in one line
+            log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse(ApiError(500, "internal error (see the server's log)", code="internal_error").body(),
                             status_code=500)
 

@@ -5,6 +5,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
 from .conftest import TEXT, Server, metric, speech_body, wait_for
@@ -52,9 +53,18 @@ def test_starting_busy_and_a_dead_stage():
         r = httpx.post(f"{server.url}/v1/audio/speech", json=speech_body(3, response_format="pcm"), timeout=30)
         assert r.status_code == 200 and len(r.content) == 2 * 960 * 3
 
-        # a stage dies: not ready, naming it; requests get 503, not a hang or a 500
+        # a stage dies mid-stream: that response is cut off (no final chunk: an error, never a short success),
+        # the server is not ready and says which stage; later requests get 503, not a hang or a 500
         pid = stage_pid(server, "t3")
-        os.kill(pid, signal.SIGKILL)
+        with httpx.stream("POST", f"{server.url}/v1/audio/speech", timeout=60,
+                          json=speech_body(1000, response_format="pcm", n_timesteps=10)) as doomed:
+            pieces = doomed.iter_raw()
+            got = len(next(pieces))
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+                for piece in pieces:
+                    got += len(piece)
+        assert 0 < got < 2 * 960 * 1000
         r = wait_for(lambda: (r := httpx.get(f"{server.url}/readyz", timeout=30)).status_code == 503 and r,
                      what="/readyz to say 503")
         assert f"stage t3 (pid {pid}) died" in r.json()["reason"] and r.json()["stages"]["t3"]["alive"] is False
