@@ -317,5 +317,15 @@ from pipeline.voice_cli import voice as _voice_group  # noqa: E402  (the command
 
 main.add_command(_voice_group)
 
+
+def _add_http_command() -> None:
+    """`tts-pipeline http` (its body lives in pipeline/http/command.py; the server extra is imported when it runs)."""
+    from pipeline.http.command import build_command
+
+    main.add_command(build_command(model_options, build_config, fail, log))
+
+
+_add_http_command()
+
 if __name__ == "__main__":
     main()
