@@ -29,7 +29,7 @@ from stages.t3.tick_model import TickModel
 # Default slot length: the prefill of ~300 text tokens plus the reference's 1000-token (40 s) cap.
 # The full tables would need cond + 2050 + 2 + 4096 positions (2.9 GB fp32 per slot at chatterbox size).
 DEFAULT_MAX_LEN = 1536
-# A decode forward runs on at least this many rows (padding rows are free slots' rows at position 0).
+# A decode forward's matmuls run on at least this many rows (padding rows touch no cache).
 # This CPU's sgemm takes another kernel for 1-3 rows, whose sums round differently from the one used
 # for 4+ rows; padding keeps a request's logits bit-identical alone and in a batch (docs/t3.md).
 # At `small` 4 rows cost what 2 do (the step is memory-bound).
@@ -80,9 +80,8 @@ class T3Batch:
         if self.row_buckets and self.row_buckets[-1] < max_slots * self.rows:
             raise ValueError(f"row_buckets {self.row_buckets} do not cover {max_slots} slots x {self.rows} rows")
         dev = self.device = model.device
-        capacity = max(min_rows, self.row_buckets[-1] if self.row_buckets else 0)
         self.cache = KVCache(model.num_layers, model.kv_heads, model.head_dim, max_slots, self.rows, max_len,
-                             capacity, dev, model.dtype)
+                             dev, model.dtype)
         self.prefixes = PrefixCache(prefix_cache_size)
         s = max_slots
         self.tokens = torch.zeros(s, dtype=torch.long, device=dev)  # pending draw per slot (fed by the next tick)
@@ -253,12 +252,12 @@ class T3Batch:
         rows, padded = n * r, self._decode_rows(n * r)
         x = self.model.step_inputs(self.tokens[:n], self.draws[:n] - 1)  # [nR, 1, D]
         positions = self.pos[:n].repeat_interleave(r).unsqueeze(1)  # [nR, 1]
-        if padded > rows:  # padding rows: zero input at position 0 of free rows, results unused
+        if padded > rows:  # padding rows: zero input at position 0, no cache, results unused
             x = torch.cat((x, x.new_zeros(padded - rows, 1, x.shape[-1])))
             positions = torch.cat((positions, positions.new_zeros(padded - rows, 1)))
         span = self._span(max(a.pos for a in self.slots) + 1)
         visible = (self._arange[:span] <= positions[..., None]).unsqueeze(1)  # [padded, 1, 1, span]
-        kc, vc = self.cache.rows(0, padded)
+        kc, vc = self.cache.rows(0, rows)
         try:
             h = self.model.forward(x, positions, visible, kc, vc)  # [padded, 1, D]
             logits = self.model.logits(h[:, 0])[:n]  # [n, R, V]; the head too runs on the padded rows

@@ -5,7 +5,6 @@ rows s*R .. s*R+R-1 (R = rows per request: 2 with CFG, 1 without). The tick keep
 requests in slots 0..n-1 (compact), so a decode step reads the first n*R rows as one plain
 view (no gather of the cache) and a CUDA graph captured for a batch size reads fixed addresses.
 When a request leaves from the middle, the last slot's rows are moved into the hole (`move`).
-`capacity` may exceed max_slots*R: the spare rows take the padding rows of a small batch.
 """
 from __future__ import annotations
 
@@ -14,11 +13,11 @@ import torch
 
 class KVCache:
     def __init__(self, num_layers: int, kv_heads: int, head_dim: int, max_slots: int, rows_per_slot: int,
-                 max_len: int, capacity: int, device, dtype):
+                 max_len: int, device, dtype):
         if max_slots < 1 or max_len < 1:
             raise ValueError(f"max_slots ({max_slots}) and max_len ({max_len}) must be >= 1")
         self.max_slots, self.rows_per_slot, self.max_len = max_slots, rows_per_slot, max_len
-        self.capacity = max(capacity, max_slots * rows_per_slot)
+        self.capacity = max_slots * rows_per_slot
         shape = (self.capacity, kv_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]

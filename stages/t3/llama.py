@@ -119,17 +119,22 @@ class Attention(nn.Module):
         return self._out(o)
 
     def decode(self, x, cos, sin, rows, pos, visible, k_cache, v_cache):
-        """x [N, t, D]; rows, pos [N, t] long (cache row, write position); visible [N, 1, t, span] bool;
-        caches [N, Hkv, max_len, hd]."""
+        """x [N, t, D]; rows, pos [M, t] long (cache row, write position); visible [M, 1, t, span] bool;
+        caches [M, Hkv, max_len, hd]. Rows of x past the M cache rows are padding (they only widen the
+        matmuls, see T3Batch): they write and read no cache and their attention output is zero."""
         q, k, v = self._qkv(x, cos, sin)  # [N, H, t, hd]
-        k_cache[rows, :, pos] = k.transpose(1, 2)  # [N, t, Hkv, hd] written at (row, :, position)
+        m, pad = k_cache.shape[0], x.shape[0] - k_cache.shape[0]
+        q, k, v = q[:m], k[:m], v[:m]
+        k_cache[rows, :, pos] = k.transpose(1, 2)  # [M, t, Hkv, hd] written at (row, :, position)
         v_cache[rows, :, pos] = v.transpose(1, 2)
         span = visible.shape[-1]
-        k, v = k_cache[:, :, :span], v_cache[:, :, :span]  # [N, Hkv, span, hd]
+        k, v = k_cache[:, :, :span], v_cache[:, :, :span]  # [M, Hkv, span, hd]
         if x.shape[1] == 1:  # a decode tick
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, enable_gqa=self.n_kv != self.n_heads)
         else:  # several positions per row (the text prefill): see masked_attention
             o = masked_attention(q, k, v, visible)
+        if pad:
+            o = torch.cat((o, o.new_zeros(pad, *o.shape[1:])))
         return self._out(o)  # [N, t, D]
 
 
@@ -177,10 +182,12 @@ class LlamaBackbone(nn.Module):
     def decode(self, x, cos, sin, pos, visible, k_caches, v_caches):
         """x [N, t, D], row i at positions pos[i] ([N, t] long); cos/sin [N, 1, t, hd]; visible
         [N, 1, t, span] bool (which of the first `span` cache positions each query sees); caches:
-        one [N, Hkv, max_len, hd] per layer, written at pos, read over 0..span-1."""
+        one [M, Hkv, max_len, hd] per layer (M <= N: rows past M are padding), written at pos, read
+        over 0..span-1."""
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        n, t = pos.shape
-        rows = torch.arange(n, device=pos.device).unsqueeze(1).expand(n, t)  # [N, t]
+        m, t = k_caches[0].shape[0], pos.shape[1]
+        pos, visible = pos[:m], visible[:m]
+        rows = torch.arange(m, device=pos.device).unsqueeze(1).expand(m, t)  # [M, t]
         for layer, kc, vc in zip(self.layers, k_caches, v_caches):
             x = x + layer.self_attn.decode(layer.input_layernorm(x), cos, sin, rows, pos, visible, kc, vc)
             x = layer._mlp_residual(x)

@@ -59,8 +59,10 @@ class TickModel(Protocol):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor,
                 k_caches: list[torch.Tensor], v_caches: list[torch.Tensor]) -> torch.Tensor:
-        """x [N, t, D] at cache positions [N, t]; visible [N, 1, t, span] bool; caches one [N, Hkv, max_len, hd]
-        per layer (written at `positions`, read over 0..span-1) -> final hidden states [N, t, D]."""
+        """x [N, t, D] at cache positions [N, t]; visible [N, 1, t, span] bool; caches one [M, Hkv, max_len, hd]
+        per layer, M <= N (written at `positions`, read over 0..span-1) -> final hidden states [N, t, D].
+        Rows of x past M are padding that only widens the matmuls (the tick pads small batches so a
+        row's sums round the same way at every batch size): they touch no cache, their output is unused."""
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [B * rows, D] -> fp32 logits [B, rows, V]."""
