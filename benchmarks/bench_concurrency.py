@@ -1,21 +1,24 @@
 """Concurrency sweep: c requests at once through the Python API, this checkout against a baseline checkout, side by side.
 
     .venv/bin/python benchmarks/bench_concurrency.py --baseline /tmp/rr-base \
-        [--preset small] [--tokens 25] [--concurrency 1,2,4,8,16] [--rounds 1] [--name concurrency-...]
+        [--preset small] [--tokens 25] [--concurrency 1,2,4,8,16] [--rounds 1] [--reps 2] [--name concurrency-...]
 
 Each checkout runs in its own child process (`PYTHONPATH=<checkout>`, so its `pipeline` and
 `stages` are imported, not this one's) that starts one `Pipeline` (max_inflight = the largest c)
 and keeps it for the whole sweep. For each c the parent asks both children, in alternating
-order (A B, B A, ...: load drift on a shared machine hits both), to run c client threads that
+order (A B, B A, ...: load drift on a shared machine hits both; `--reps` passes over the
+levels, each pass alternating again), to run c client threads that
 each submit `--rounds` requests back to back (`--rounds 1`: a burst of c requests at once).
 Request j of a level has seed `--seed` + j and the same text, ignore_eos and exactly
 `--tokens` tokens, so the same request appears at every level and its audio can be compared.
 
 Figures per (checkout, c), all taken where the audio is consumed (benchmarks/harness/metrics.py):
 aggregate audio seconds per wall second (first submission -> last chunk) and its ratio to c = 1
-(the same requests one after another), TTFB p50/p95, per-stream underrun (worst stall of a
-real-time player, p95 and max over the streams; total stall per stream, mean), e2e p95, and
-whether every request's audio is bit-identical at every level. Writes
+(the same requests one after another; the median over the passes), TTFB p50/p95, per-stream
+underrun (worst stall of a real-time player, p95 and max over the streams; total stall per
+stream, mean), e2e p95 (over every pass's requests), each stage's compute seconds per request
+(stage-reported `busy_s`: a tick's time is shared by the requests in it), and whether every
+request's audio is bit-identical at every level and pass. Writes
 benchmarks/results/<name>.{json,md} and prints the markdown on stdout.
 """
 from __future__ import annotations
@@ -133,17 +136,22 @@ def git_head(path: Path) -> str:
     return r.stdout.strip() + ("+dirty" if d.stdout.strip() else "")
 
 
-def summarize_level(level: dict, tokens: int) -> dict:
-    from benchmarks.harness.metrics import RequestRecord, summarize_records
+def summarize_level(passes: list[dict], tokens: int) -> dict:
+    """One (checkout, c) over its passes: throughput per pass (median), the rest over every request."""
+    import statistics
 
-    recs = [RequestRecord(level["label"], r["j"], tokens, r["submit_t"], r["arrivals"], r["samples"], r.get("stats", {}))
-            for r in level["records"]]
-    s = summarize_records(recs)
-    return {"requests": len(recs), "errors": level["errors"], "audio_s_per_s": s["throughput_x"],
+    from benchmarks.harness.metrics import RequestRecord, summarize_records, throughput
+
+    per_pass = [[RequestRecord(p["label"], r["j"], tokens, r["submit_t"], r["arrivals"], r["samples"], r.get("stats", {}))
+                 for r in p["records"]] for p in passes]
+    s = summarize_records([r for recs in per_pass for r in recs])
+    tps = [throughput(recs) for recs in per_pass]
+    return {"requests": sum(len(r) for r in per_pass), "errors": [e for p in passes for e in p["errors"]],
+            "audio_s_per_s": statistics.median(tps), "audio_s_per_s_passes": tps,
             "ttfb_p50_s": s["ttfb_s"]["p50"], "ttfb_p95_s": s["ttfb_s"]["p95"], "e2e_p95_s": s["e2e_s"]["p95"],
             "underrun_max_p95_s": s["underrun_max_s"]["p95"], "underrun_max_max_s": s["underrun_max_s"]["max"],
             "underrun_total_mean_s": s["underrun_total_s"]["mean"],
-            "busy_t3_mean_s": s.get("busy_s.t3", {}).get("mean", float("nan"))}
+            **{f"busy_{st}_s": s.get(f"busy_s.{st}", {}).get("mean", float("nan")) for st in ("t3", "cfm", "hifigan")}}
 
 
 def markdown(doc: dict) -> str:
@@ -156,17 +164,20 @@ def markdown(doc: dict) -> str:
              "| checkout | commit |", "|---|---|"]
     lines += [f"| {lab} | `{info['commit']}` ({info['path']}) |" for lab, info in m["checkouts"].items()]
     lines += ["", "| c | checkout | audio s/s | x c=1 | TTFB p50 (s) | TTFB p95 (s) | e2e p95 (s) | worst stall p95 (s) | "
-              "worst stall max (s) | stall total mean (s) | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "worst stall max (s) | stall total mean (s) | compute s/request T3, CFM, HiFiGAN | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in doc["levels"]:
         for lab, s in row["checkouts"].items():
             lines.append(f"| {row['c']} | {lab} | {s['audio_s_per_s']:.3f} | {s['x_c1']:.2f} | {s['ttfb_p50_s']:.2f} | "
                          f"{s['ttfb_p95_s']:.2f} | {s['e2e_p95_s']:.2f} | {s['underrun_max_p95_s']:.2f} | "
-                         f"{s['underrun_max_max_s']:.2f} | {s['underrun_total_mean_s']:.2f} | {len(s['errors'])} |")
-    lines += ["", "| c | batched / baseline audio s/s | batched / baseline TTFB p95 | batched TTFB p95 / its c=1 |",
-              "|---|---|---|---|"]
+                         f"{s['underrun_max_max_s']:.2f} | {s['underrun_total_mean_s']:.2f} | "
+                         f"{s['busy_t3_s']:.2f}, {s['busy_cfm_s']:.2f}, {s['busy_hifigan_s']:.2f} | {len(s['errors'])} |")
+    lines += ["", "| c | batched / baseline audio s/s | batched / baseline TTFB p95 | batched TTFB p95 / its c=1 | "
+              "baseline / batched T3 compute per request |", "|---|---|---|---|---|"]
     for row in doc["levels"]:
         r = row["ratios"]
-        lines.append(f"| {row['c']} | {r['throughput']:.2f} | {r['ttfb_p95']:.2f} | {r['ttfb_p95_vs_c1']:.2f} |")
+        lines.append(f"| {row['c']} | {r['throughput']:.2f} | {r['ttfb_p95']:.2f} | {r['ttfb_p95_vs_c1']:.2f} | "
+                     f"{r['t3_compute']:.2f} |")
     lines += ["", "Solo-equal audio (every request's PCM bit-identical at every level, per checkout): "
               + ", ".join(f"{lab}: {v}" for lab, v in doc["audio_identical"].items()), ""]
     return "\n".join(lines)
@@ -179,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokens", type=int, default=25)
     ap.add_argument("--concurrency", default="1,2,4,8,16")
     ap.add_argument("--rounds", type=int, default=1, help="requests per client thread (1: a burst of c at once)")
+    ap.add_argument("--reps", type=int, default=1, help="passes over the levels (each alternating the checkouts)")
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per stage process (0 = cores / 3)")
     ap.add_argument("--max-inflight", type=int, default=0, help=argparse.SUPPRESS)
@@ -202,14 +214,16 @@ def main(argv: list[str] | None = None) -> None:
         for lab, path in checkouts.items():
             say(f"starting the {lab} pipeline from {path}")
             children[lab] = Child(lab, path, args, max(levels))
-        results: dict[int, dict[str, dict]] = {}
-        for k, c in enumerate(levels):
-            order = list(children) if k % 2 == 0 else list(children)[::-1]
-            for lab in order:
-                say(f"c={c} {lab}")
-                job = {"c": c, "text": TEXT, "tokens": args.tokens, "seeds": [args.seed + j for j in range(c * args.rounds)]}
-                out = children[lab].run(job)
-                results.setdefault(c, {})[lab] = {**out, "label": lab}
+        results: dict[int, dict[str, list[dict]]] = {c: {lab: [] for lab in checkouts} for c in levels}
+        k = 0
+        for rep in range(args.reps):
+            for c in levels:
+                order = list(children) if k % 2 == 0 else list(children)[::-1]
+                k += 1
+                for lab in order:
+                    say(f"pass {rep + 1}/{args.reps} c={c} {lab}")
+                    job = {"c": c, "text": TEXT, "tokens": args.tokens, "seeds": [args.seed + j for j in range(c * args.rounds)]}
+                    results[c][lab].append({**children[lab].run(job), "label": lab})
     finally:
         for ch in children.values():
             ch.close()
@@ -220,8 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     for lab in checkouts:
         hashes: dict[int, set] = {}
         for c in levels:
-            for r in results[c][lab]["records"]:
-                hashes.setdefault(r["seed"], set()).add(r["pcm_hash"])
+            for p in results[c][lab]:
+                for r in p["records"]:
+                    hashes.setdefault(r["seed"], set()).add(r["pcm_hash"])
         identical[lab] = "yes" if all(len(h) == 1 for h in hashes.values()) else \
             f"no ({sum(len(h) > 1 for h in hashes.values())} of {len(hashes)} requests differ)"
     c1 = {lab: summarize_level(results[levels[0]][lab], args.tokens) for lab in checkouts}
@@ -232,10 +247,10 @@ def main(argv: list[str] | None = None) -> None:
         b, base = summ["batched"], summ["baseline"]
         rows.append({"c": c, "checkouts": summ, "ratios": {
             "throughput": b["audio_s_per_s"] / base["audio_s_per_s"], "ttfb_p95": b["ttfb_p95_s"] / base["ttfb_p95_s"],
-            "ttfb_p95_vs_c1": b["ttfb_p95_s"] / c1["batched"]["ttfb_p95_s"]}})
+            "ttfb_p95_vs_c1": b["ttfb_p95_s"] / c1["batched"]["ttfb_p95_s"], "t3_compute": base["busy_t3_s"] / b["busy_t3_s"]}})
     command = "python benchmarks/bench_concurrency.py " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = {"meta": {"date": dt.date.today().isoformat(), "preset": args.preset, "tokens": args.tokens,
-                    "rounds": args.rounds, "levels": levels, "text": TEXT, "command": command,
+                    "rounds": args.rounds, "reps": args.reps, "levels": levels, "text": TEXT, "command": command,
                     "cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads or "cores / 3",
                     "loadavg_start": load_start, "loadavg_end": load_end,
                     "checkouts": {lab: {"path": str(p), "commit": git_head(p), "pipeline": children[lab].pipeline_file}

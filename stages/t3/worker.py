@@ -26,7 +26,7 @@ from stages.t3.voices import VoiceResolver
 
 STAGE = "t3"
 DEFAULT_MAX_INFLIGHT = 4  # KV-cache slots when the launcher passes no max_inflight
-DEFAULT_MAX_QUEUE = 64  # waiting requests when the launcher passes no max_queue
+DEFAULT_MAX_QUEUE = 1024  # waiting requests when the launcher passes no max_queue (the earlier fixed bound)
 # Prefill work admitted per unit of work, in rows x positions (at least one request): ~0.25 s at
 # `small` on one core, so a burst of arrivals delays the active streams' next token by about that.
 ADMIT_ROWS_BUDGET = 256
