@@ -16,7 +16,7 @@ from typing import Hashable, Iterator, Sequence
 
 import torch
 
-from stages.t3.batch import DEFAULT_MAX_LEN, Admission, Event, T3Batch
+from stages.t3.batch import DEFAULT_MAX_LEN, FINISH_LENGTH, FINISH_STOP, Admission, Event, T3Batch  # noqa: F401 (re-exported)
 from stages.t3.conds import T3Conditionals
 from stages.t3.config import T3Config
 from stages.t3.llama_tick import LlamaTickModel

@@ -21,8 +21,8 @@ def tts():
         yield p
 
 
-def run_cli(*args, input=None, timeout=120, env=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+def run_cli(*args, input=None, timeout=120):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([*CLI, *args], input=input, capture_output=True, timeout=timeout, env=env)
 
 
