@@ -217,7 +217,9 @@ class _Timing:
 
     They travel downstream in the request's end sentinel (`stats`), merged with the
     upstream stages' figures, so the benchmark can attribute latency without clocks
-    shared between processes. Bounded: messages for ids that never end (a hostile sender)
+    shared between processes. `end_ts.<stage>` is the Unix time the stage sent the end:
+    on one host it orders events across stages (e.g. a request's T3 finishing before the
+    previous request's HiFiGAN). Bounded: messages for ids that never end (a hostile sender)
     cannot grow it past MAX_TIMED requests (the oldest are forgotten).
     """
 
@@ -251,7 +253,8 @@ class _Timing:
         if isinstance(msg, End):
             busy, wire = self.figures.pop(msg.rid, (0.0, 0.0))
             stats = {**self.upstream.pop(msg.rid, {}), **msg.stats,
-                     f"busy_s.{self.stage}": busy, f"wire_s.{self.stage}": wire}
+                     f"busy_s.{self.stage}": busy, f"wire_s.{self.stage}": wire,
+                     f"end_ts.{self.stage}": time.time()}  # Unix time this stage finished the request (ordering across stages)
             return dataclasses.replace(msg, stats=stats)
         if isinstance(msg, (Error, Cancel)):
             self.figures.pop(msg.rid, None), self.upstream.pop(msg.rid, None)
