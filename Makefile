@@ -16,7 +16,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,bench]"  # bench: matplotlib, for the harness plots the tests draw
+	$(PIP) install -q -e ".[dev,bench,server]"  # bench: matplotlib, for the harness plots the tests draw; server: tts-pipeline http
 	touch $@
 
 setup: $(VENV)/.installed

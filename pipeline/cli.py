@@ -6,12 +6,12 @@ import logging
 import os
 import signal
 import sys
-import time
 from typing import Any
 
 import click
 
-from pipeline.audio_out import FORMATS, AudioWriter
+from pipeline.audio_out import FORMATS, SUFFIXES, AudioWriter
+from pipeline.text.plan import DEFAULT_SENTENCE_SILENCE_S
 
 SAMPLE_RATE = 24_000  # Hz
 
@@ -130,23 +130,6 @@ def download_checkpoint(repo: str) -> str:
         fail(f"could not download {repo}: {type(e).__name__}: {e}")
 
 
-def read_texts(texts: tuple[str, ...], text_file: str | None) -> list[str]:
-    if texts and text_file:
-        raise click.UsageError("give TEXT arguments or --text-file, not both")
-    if texts:
-        return [" ".join(texts)]
-    raw = open(text_file, "rb").read() if text_file else sys.stdin.buffer.read()
-    try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        fail(f"input is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})")
-    lines = [line.strip() for line in content.splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
-        fail("no text given (pass TEXT, --text-file, or lines on stdin)")
-    return lines
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
 def main(verbose: bool) -> None:
@@ -160,98 +143,46 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.argument("text", nargs=-1)
 @click.option("--text-file", type=click.Path(exists=True, dir_okay=False), help="Read utterances from a file, one per line.")
-@click.option("--format", "fmt", default="s16le", show_default=True, type=click.Choice(FORMATS), help="Raw sample format.")
-@click.option("--output-file", "-o", type=click.Path(dir_okay=False), help="Write .wav, .flac or .raw instead of stdout.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Raw samples (s16le, the default on stdout; f32le) or a container (wav, flac, ogg, opus, mp3).")
+@click.option("--output-file", "-o", help="Write a file (.wav .flac .ogg .opus .mp3 .raw); '-' = stdout.")
+@click.option("--sentence-silence", type=float, default=DEFAULT_SENTENCE_SILENCE_S, show_default=True,
+              help="Seconds of silence between segments and lines (an exact sample count at 24 kHz).")
 @click.option("--sequential", is_flag=True, help="Run the three stages in this process (same audio for the same seed).")
 @click.option("--connect", help="Submit to a running `tts-pipeline serve` at this request endpoint.")
 @click.option("--pub", help="The server's publish endpoint (with --connect).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @model_options
 @param_options
-def say(text, text_file, fmt, output_file, sequential, connect, pub, quiet, **kw) -> None:
-    """Synthesize TEXT (or --text-file, or stdin lines) to raw PCM on stdout, mono 24 kHz."""
+def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect, pub, quiet, **kw) -> None:
+    """Synthesize TEXT (or --text-file, or stdin lines as they arrive) to stdout or a file, mono 24 kHz.
+
+    Long text is split into sentence segments that fit the model; segments and lines are
+    pipelined and written in order, --sentence-silence apart.
+    """
+    from pipeline.models import ModelSpec
+    from pipeline.say import SayError, SayOptions, run_say
+
     _terminate_on_sigterm()
     params = collect_params(kw)
-    texts = read_texts(text, text_file)
     if connect and not pub:
         raise click.UsageError("--connect needs --pub (both are printed by `tts-pipeline serve`)")
+    window = kw["max_inflight"]
+    opts = SayOptions(texts=text, text_file=text_file, fmt=fmt, output_file=output_file, params=params,
+                      sentence_silence=sentence_silence, quiet=quiet, window=window)
+    if connect:
+        opts.mode, opts.connect, opts.pub = "remote", connect, pub
+        opts.model = ModelSpec(checkpoint=kw["checkpoint"], preset=kw["preset"])  # whose tokenizer segments the text
+    else:
+        opts.mode = "sequential" if sequential else "local"
+        opts.config = build_config(kw)
+        opts.model = opts.config.model
     try:
-        writer = AudioWriter(fmt, SAMPLE_RATE, output_file)
-    except (ValueError, RuntimeError) as e:
-        fail(str(e))
-    if not quiet:
-        log(f"audio: {SAMPLE_RATE} Hz mono {fmt if not output_file else output_file}")
-    try:
-        if connect:
-            kw.clear()
-            _say_remote(connect, pub, texts, params, writer, quiet)
-        else:
-            config = build_config(kw)
-            _say_local(config, texts, params, writer, sequential, quiet)
+        run_say(opts, log)
+    except SayError as e:
+        fail(str(e), e.code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
-    finally:
-        writer.close()
-
-
-def _speak(texts: list[str], pcm_of, writer: AudioWriter, quiet: bool) -> None:
-    """Write the audio of each text as it arrives; progress per utterance on stderr."""
-    for i, text in enumerate(texts, 1):
-        t0, n0 = time.perf_counter(), writer.samples
-        for pcm in pcm_of(text):
-            writer.write(pcm)
-        if not quiet:
-            audio_s = (writer.samples - n0) / SAMPLE_RATE
-            took = time.perf_counter() - t0
-            log(f"[{i}/{len(texts)}] {len(text)} chars -> {audio_s:.2f} s of audio in {took:.2f} s "
-                f"(RTF {took / max(audio_s, 1e-9):.2f})")
-
-
-def _say_local(config, texts, params, writer, sequential, quiet) -> None:
-    from pipeline.coordinator import RequestError, check_text
-    from pipeline.launcher import PipelineStartError
-    from stages.common.params import resolve_params
-    from stages.common.weights import CheckpointError
-
-    try:
-        for t in texts:  # bad input fails before any audio or any process starts
-            check_text(t)
-        resolve_params(params)
-        config.model.check()
-    except (ValueError, CheckpointError) as e:
-        fail(str(e))
-    try:
-        if sequential:
-            _say_sequential(config, texts, params, writer, quiet)
-            return
-        from pipeline.api import Pipeline
-
-        with Pipeline(config) as tts:
-            _speak(texts, lambda t: (c.pcm for c in tts.stream(t, **params)), writer, quiet)
-    except (ValueError, CheckpointError, PipelineStartError, RequestError) as e:
-        fail(str(e))
-
-
-def _say_sequential(config, texts, params, writer, quiet) -> None:
-    import torch
-
-    from pipeline.models import warn_if_builtin
-    from pipeline.sequential import Engine
-
-    warn_if_builtin(config.model)
-    torch.set_num_threads(config.stage_threads("cfm"))  # as the stage processes: the same arithmetic, the same audio
-    engine = Engine(config.model, config.schedule)
-    _speak(texts, lambda t: (c.pcm.numpy() for c in engine.stream(t, params)), writer, quiet)
-
-
-def _say_remote(requests_endpoint, pub, texts, params, writer, quiet) -> None:
-    from pipeline.client import RemoteClient, RemoteError
-
-    try:
-        with RemoteClient(requests_endpoint, pub) as client:
-            _speak(texts, lambda t: (m.pcm for m in client.stream(t, **params)), writer, quiet)
-    except RemoteError as e:
-        fail(str(e))
 
 
 @main.command()
@@ -335,7 +266,7 @@ def info(**kw) -> None:
         "channels": 1,
         "samples_per_token": 960,
         "formats": list(FORMATS),
-        "output_files": [".wav", ".flac", ".raw"],
+        "output_files": list(SUFFIXES),
         "schedule_defaults": ChunkSchedule().to_dict(),
         "endpoints": {"transport": config.transport,
                       "requests": "ROUTER (DEALER clients send `request`, get `accepted` or `error`)",
@@ -381,6 +312,20 @@ def bench(args) -> None:
     _terminate_on_sigterm()
     bench_main(list(args), prog_command="tts-pipeline bench " + " ".join(args))
 
+
+from pipeline.voice_cli import voice as _voice_group  # noqa: E402  (the command bodies live there)
+
+main.add_command(_voice_group)
+
+
+def _add_http_command() -> None:
+    """`tts-pipeline http` (its body lives in pipeline/http/command.py; the server extra is imported when it runs)."""
+    from pipeline.http.command import build_command
+
+    main.add_command(build_command(model_options, build_config, fail, log))
+
+
+_add_http_command()
 
 if __name__ == "__main__":
     main()

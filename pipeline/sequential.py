@@ -18,52 +18,42 @@ from stages.common.spec import ModelSpec
 from stages.hifigan.fade import apply_trim_fade
 from stages.hifigan.part import load_hifigan_part, new_vocoder_stream, vocoder_generator
 from stages.hifigan.streaming import AudioChunk
+from stages.t3.generate import generate_tokens
 from stages.t3.part import T3Part, load_t3_part
+from stages.t3.voices import VoiceResolver
 
 
 class Engine:
-    """All three stages loaded in this process."""
+    """All three stages loaded in this process. T3 runs the stage's own tick, with a batch of one."""
 
-    def __init__(self, spec: ModelSpec, schedule: ChunkSchedule | None = None):
+    def __init__(self, spec: ModelSpec, schedule: ChunkSchedule | None = None, voices: VoiceResolver | None = None):
         self.spec = spec.check()
         self.schedule = schedule or ChunkSchedule()
-        self.t3: T3Part = load_t3_part(spec, max_slots=8)
+        self.t3: T3Part = load_t3_part(spec, max_slots=1)
+        self.voices = voices or self.t3.default_voices()
         self.cfm: CFMPart = load_cfm_part(spec)
         self.hift = load_hifigan_part(spec)
 
     def text_ids(self, text: str) -> list[int]:
-        from stages.t3.text import encode_text
+        return self.t3.encode(text)
 
-        return encode_text(text, self.t3.tokenizer, self.t3.generator.cfg)
-
-    def start_t3(self, text: str, req: RequestParams):
-        """Validate and prefill: every bad input is rejected here, before any audio."""
-        return self.t3.generator.start(self.text_ids(text), self.t3.conds, req.sampling)
+    def start_t3(self, text: str, req: RequestParams) -> Iterator[int]:
+        """Validate and prefill (every bad input is rejected here, before any audio); yields the tokens."""
+        key, conds = self.voices.resolve(req.voice)
+        return generate_tokens(self.t3.batch, self.text_ids(text), conds, req.sampling, voice_key=key)
 
     def stream(self, text: str, params: Mapping[str, Any] | None = None) -> Iterator[AudioChunk]:
         """Synthesize `text`, yielding audio chunks as soon as they are final."""
         req = parse_params(params, self.schedule)
-        session = self.start_t3(text, req)
+        tokens = self.start_t3(text, req)
         try:
-            yield from stream_tokens(self, req, _drain(session))
+            yield from stream_tokens(self, req, tokens)
         finally:
-            session.close()
+            tokens.close()  # frees the T3 slot if the caller stopped early
 
     def tokens(self, text: str, params: Mapping[str, Any] | None = None) -> list[int]:
         """T3 alone: the valid speech tokens for `text` (for offline synthesis and tests)."""
-        req = parse_params(params, self.schedule)
-        session = self.start_t3(text, req)
-        try:
-            return list(_drain(session))
-        finally:
-            session.close()
-
-
-def _drain(session) -> Iterator[int]:
-    while not session.finished:
-        tok = session.step()
-        if tok is not None:
-            yield tok
+        return list(self.start_t3(text, parse_params(params, self.schedule)))
 
 
 def stream_tokens(engine: Engine, req: RequestParams, tokens: Iterator[int] | Sequence[int]) -> Iterator[AudioChunk]:

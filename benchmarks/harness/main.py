@@ -31,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESET_DEFAULTS), help="built-in model sizes (random weights)")
     ap.add_argument("--checkpoint", help="checkpoint directory (real weights; --preset then only picks workload defaults)")
     ap.add_argument("--device", default="cpu", help="torch device of every stage and of the sequential engine")
-    ap.add_argument("--modes", default="pipelined,sequential", help="comma list of pipelined, sequential")
+    ap.add_argument("--modes", default="pipelined,sequential",
+                    help="comma list of pipelined, sequential, http (`tts-pipeline http`, compared with pipelined)")
     ap.add_argument("--sweeps", default="first-chunk,steps,concurrency",
                     help=f"comma list of {', '.join(SWEEP_ALIASES)} (one knob varied at a time), or none (baseline only)")
     ap.add_argument("--first-chunk", type=_ints, default=SWEEPS["first_chunk_tokens"], help="first-chunk token counts")
@@ -51,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", help="file stem (default pipeline-<date>-<device>-<preset>)")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="extra request parameter for every request, e.g. vocoder_lookahead_frames=4 (repeatable)")
+    ap.add_argument("--fill-concurrency", action="store_true",
+                    help="each pass runs max(texts, concurrency) requests, cycling the texts, so N clients really run "
+                         "N at once (default: one request per text per pass)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     return ap
 
@@ -77,7 +81,8 @@ def build(args: argparse.Namespace) -> tuple[Workload, dict]:
                         token_scale=args.token_scale if args.token_scale is not None else d["token_scale"],
                         tokens=args.tokens, reps=args.reps if args.reps is not None else d["reps"],
                         warmup=args.warmup if args.warmup is not None else d["warmup"],
-                        text_ids=tuple(args.texts) if args.texts else None, extra=tuple(_params(args.param)))
+                        text_ids=tuple(args.texts) if args.texts else None, extra=tuple(_params(args.param)),
+                        fill=args.fill_concurrency)
     chosen = {"first_chunk_tokens": args.first_chunk, "n_timesteps": args.steps, "concurrency": args.concurrency}
     names = [s.strip() for s in args.sweeps.split(",") if s.strip() and s.strip() != "none"]
     bad = [n for n in names if n not in SWEEP_ALIASES]
@@ -91,8 +96,8 @@ def main(argv: list[str] | None = None, prog_command: str | None = None) -> dict
     args = parser().parse_args(argv)
     workload, sweeps = build(args)
     modes_wanted = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes_wanted or set(modes_wanted) - {"pipelined", "sequential"}:
-        raise SystemExit("error: --modes takes pipelined and/or sequential")
+    if not modes_wanted or set(modes_wanted) - {"pipelined", "sequential", "http"}:
+        raise SystemExit("error: --modes takes pipelined, sequential and/or http")
     from pipeline.models import ModelSpec
 
     from benchmarks.harness.modes import make_modes

@@ -123,7 +123,14 @@ def make_modes(names: Iterable[str], spec, threads: int, seq_threads: int, max_i
     modes = {}
     try:
         for n in names:
-            modes[n] = (PipelinedMode(spec, threads, max_inflight, t3_threads) if n == "pipelined" else SequentialMode(spec, seq_threads))
+            if n == "pipelined":
+                modes[n] = PipelinedMode(spec, threads, max_inflight, t3_threads)
+            elif n == "http":
+                from benchmarks.harness.http_mode import HttpMode
+
+                modes[n] = HttpMode(spec, threads, max_inflight, t3_threads)
+            else:
+                modes[n] = SequentialMode(spec, seq_threads)
     except BaseException:
         for m in modes.values():
             m.close()

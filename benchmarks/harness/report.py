@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET_STEADY_RATIO = 1.5  # pipelined steady-state chunk rate / sequential, `small` preset
 TARGET_TTFB_RATIO = 0.4  # TTFB(first chunk 4 tokens) / TTFB(first chunk 25 tokens)
 TARGET_WIRE_FRAC = 0.02  # ZeroMQ + serialisation time / stage compute time
+TARGET_HTTP_OVERHEAD_MS = 5.0  # TTFB p50 at the HTTP client minus TTFB p50 of the in-process API, 1 client
 
 
 def commit() -> str | None:
@@ -93,6 +94,11 @@ def targets(cells: list[dict], preset: str) -> dict:
         w = s["wire_frac"]["mean"]
         out["wire_frac"] = {"value": w, "target": f"<= {TARGET_WIRE_FRAC}", "met": w <= TARGET_WIRE_FRAC,
                             "per_stage": {k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("wire_frac.")}}
+    base_c1 = find(cells, "concurrency", 1) or base
+    if base_c1 and "http_overhead" in base_c1:
+        d = base_c1["http_overhead"]["ttfb_s.p50.diff_ms"]
+        out["http_ttfb_overhead_ms"] = {"value": d, "target": f"<= {TARGET_HTTP_OVERHEAD_MS:g} ms p50 at c = 1",
+                                        "met": d <= TARGET_HTTP_OVERHEAD_MS}
     return out
 
 
@@ -123,7 +129,9 @@ def markdown(doc: dict) -> str:
              ", ".join(f"text {t['id']} {t['tokens']} tokens" for t in m["workload"]["texts"]) +
              f"; {m['workload']['reps']} measured pass(es) per cell and mode, {m['workload']['warmup']} warm-up "
              f"request(s) per mode excluded; seed {m['workload']['seed']}. Baseline: {m['baseline']}."
-             + (f" Extra parameters on every request: {dict(m['workload']['extra'])}." if m["workload"].get("extra") else ""), "",
+             + (f" Extra parameters on every request: {dict(m['workload']['extra'])}." if m["workload"].get("extra") else "")
+             + (" Each pass runs max(texts, concurrency) requests, cycling the texts, so N clients run N requests "
+                "at once." if m["workload"].get("fill") else ""), "",
              "RTF = generation time / audio duration, generation time = submission to last chunk at the consumer. "
              "Underrun = worst stall of a real-time player started at the first chunk. "
              "Steady rate = chunks after the first / (last - first arrival). Wire = ZeroMQ + (de)serialisation time "
@@ -150,6 +158,7 @@ def markdown(doc: dict) -> str:
                              f"{_f(r['rtf.mean'], '.2f')} | | {_f(r['steady_chunks_per_s.p50'], '.2f')} | "
                              f"{_f(r['throughput_x'], '.2f')} | |")
         lines.append("")
+    lines += _http_section(cells)
     base = find(cells, "first_chunk_tokens", BASELINE["first_chunk_tokens"])
     if base and "pipelined" in base["modes"]:
         s = base["modes"]["pipelined"]["summary"]
@@ -166,3 +175,20 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {k} | {_f(t['value'], '.3f')} | {t['target']} | {'yes' if t['met'] else 'no'} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _http_section(cells: list[dict]) -> list[str]:
+    """HTTP client vs in-process API, per concurrency cell (present when both modes ran)."""
+    rows = sorted((c for c in cells if "http_overhead" in c), key=lambda c: (c["sweep"], c["concurrency"]))
+    if not rows:
+        return []
+    lines = ["## HTTP overhead: `tts-pipeline http` (TTFB at the client's first body byte) vs the in-process API", "",
+             "| cell | TTFB p50 API / HTTP (s) | diff p50 (ms) | TTFB p95 API / HTTP (s) | diff p95 (ms) | "
+             "e2e p50 diff (ms) | throughput HTTP / API |", "|---|---|---|---|---|---|---|"]
+    for c in rows:
+        p, h, o = c["modes"]["pipelined"]["summary"], c["modes"]["http"]["summary"], c["http_overhead"]
+        lines.append(f"| {c['sweep']}={c['knobs'][c['sweep']]} | {_f(p['ttfb_s']['p50'])} / {_f(h['ttfb_s']['p50'])} | "
+                     f"{_f(o['ttfb_s.p50.diff_ms'], '+.1f')} | {_f(p['ttfb_s']['p95'])} / {_f(h['ttfb_s']['p95'])} | "
+                     f"{_f(o['ttfb_s.p95.diff_ms'], '+.1f')} | {_f(o['e2e_s.p50.diff_ms'], '+.1f')} | "
+                     f"{_f(o['throughput_x.ratio'], '.2f')} |")
+    return lines + [""]

@@ -34,7 +34,7 @@ def run_cell(modes: dict, workload: Workload, cell: Cell) -> dict:
     t0 = time.perf_counter()
     for rep in range(workload.reps):
         for name in (order if rep % 2 == 0 else order[::-1]):
-            jobs = jobs_for(workload, cell.knobs, workload.selected())
+            jobs = jobs_for(workload, cell.knobs, workload.pass_ids(conc))
             records[name].append(modes[name].run(jobs, conc))
     out = {"sweep": cell.sweep, "knobs": dict(cell.knobs), "concurrency": conc, "modes": {}}
     for name, passes in records.items():
@@ -45,6 +45,9 @@ def run_cell(modes: dict, workload: Workload, cell: Cell) -> dict:
         summary["throughput_x"] = sum(tps) / len(tps) if tps else float("nan")
         out["modes"][name] = {"summary": summary, "requests": [_record_json(r) for r in flat]}
     out["ratios"] = ratios(out["modes"])
+    overhead = http_overhead(out["modes"])
+    if overhead:
+        out["http_overhead"] = overhead
     log.info("cell %s %s done in %.1f s", cell.sweep, cell.knobs, time.perf_counter() - t0)
     return out
 
@@ -60,6 +63,20 @@ def ratios(modes: dict) -> dict:
         a, b = p[key][stat], s[key][stat]
         out[f"{key}.{stat}"] = a / b if b else float("nan")
     out["throughput_x"] = p["throughput_x"] / s["throughput_x"] if s["throughput_x"] else float("nan")
+    return out
+
+
+def http_overhead(modes: dict) -> dict:
+    """http - pipelined (ms) and http / pipelined for TTFB p50/p95 and e2e p50: what the HTTP layer costs."""
+    if not {"pipelined", "http"} <= set(modes):
+        return {}
+    p, h = modes["pipelined"]["summary"], modes["http"]["summary"]
+    out = {}
+    for key, stat in (("ttfb_s", "p50"), ("ttfb_s", "p95"), ("e2e_s", "p50")):
+        a, b = h[key][stat], p[key][stat]
+        out[f"{key}.{stat}.diff_ms"] = 1000 * (a - b)
+        out[f"{key}.{stat}.ratio"] = a / b if b else float("nan")
+    out["throughput_x.ratio"] = h["throughput_x"] / p["throughput_x"] if p["throughput_x"] else float("nan")
     return out
 
 

@@ -49,6 +49,14 @@ class Workload:
     texts: tuple[tuple[str, int], ...] = TEXTS
     text_ids: tuple[int, ...] | None = None  # subset of texts; None = all
     extra: tuple[tuple[str, object], ...] = ()  # request parameters added to every request (--param)
+    fill: bool = False  # a pass runs max(texts, concurrency) requests (texts cycled), so every client has work
+
+    def pass_ids(self, concurrency: int) -> list[int]:
+        """The text ids of one pass at `concurrency` clients."""
+        ids = self.selected()
+        if not self.fill:
+            return ids
+        return [ids[k % len(ids)] for k in range(max(len(ids), concurrency))]
 
     def selected(self) -> list[int]:
         return list(self.text_ids) if self.text_ids is not None else list(range(len(self.texts)))

@@ -68,11 +68,11 @@ def load_flow_conditionals(path: str | Path, cfg: CFMConfig | None = None) -> Fl
     )
 
 
-def builtin_flow_conditionals(cfg: CFMConfig) -> FlowConditionals:
-    """A deterministic made-up voice for the built-in random-weight model (same on every machine)."""
+def builtin_flow_conditionals(cfg: CFMConfig, n_tokens: int = BUILTIN_PROMPT_TOKENS) -> FlowConditionals:
+    """A deterministic made-up voice of `n_tokens` prompt tokens for the built-in random-weight models."""
     g = torch.Generator().manual_seed(BUILTIN_SEED)
-    n_frames = BUILTIN_PROMPT_TOKENS * cfg.token_mel_ratio
-    tokens = torch.randint(0, cfg.vocab_size, (1, BUILTIN_PROMPT_TOKENS), generator=g)  # [1, P]
+    n_frames = n_tokens * cfg.token_mel_ratio
+    tokens = torch.randint(0, cfg.vocab_size, (1, n_tokens), generator=g)  # [1, P]
     lo, hi = BUILTIN_MEL_RANGE
     # smooth spectral envelope falling towards high bins, plus small per-frame jitter
     tilt = torch.linspace(hi - 0.5, lo + 0.5, cfg.n_mels)  # [n_mels]

@@ -165,6 +165,13 @@ class ConditionalDecoder(nn.Module):
         self.final_block = CausalBlock(c, c)
         self.final_proj = nn.Conv1d(c, cfg.n_mels, 1)
 
+    def embed_time(self, t: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow time [B] -> the embedding every ResBlock reads [B, time_embed_dim] (stages/cfm/meanflow.py
+        overrides it to mix in the step's end time r)."""
+        if r is not None:
+            raise ValueError("this estimator has no time_embed_mixer: r is for meanflow estimators only")
+        return self.time_mlp(timestep_embedding(t, self.in_channels))
+
     @staticmethod
     def _run_transformers(blocks: nn.ModuleList, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         h = x.transpose(1, 2)  # [B, T, C]
@@ -180,8 +187,9 @@ class ConditionalDecoder(nn.Module):
         t: torch.Tensor,  # [B] flow time in [0, 1]
         spks: torch.Tensor,  # [B, 80] projected speaker embedding
         cond: torch.Tensor,  # [B, 80, T] prompt mel, zeros elsewhere
+        r: torch.Tensor | None = None,  # [B] end time of the step: meanflow estimators only
     ) -> torch.Tensor:
-        t_emb = self.time_mlp(timestep_embedding(t, self.in_channels))  # [B, time_embed_dim]
+        t_emb = self.embed_time(t, r)  # [B, time_embed_dim]
         h = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.size(-1)), cond], dim=1)  # [B, 320, T]
         bias = ((1.0 - mask) * MASK_BIAS).unsqueeze(1)  # [B, 1, 1, T] additive key mask
 

@@ -100,6 +100,10 @@ class Flow(nn.Module):
         if frames == 0:
             return noise.clone()
         mask = torch.ones(1, 1, frames, device=dev, dtype=dt)  # [1, 1, F]
+        return self._integrate(noise, mu, spks, cond, mask, n_timesteps, cfg_rate)
+
+    def _integrate(self, noise, mu, spks, cond, mask, n_timesteps: int, cfg_rate: float) -> torch.Tensor:
+        """The ODE solve from noise to mel (here cosine Euler with CFG; MeanflowFlow overrides it)."""
         return solve_euler_cfg(self.estimator, noise, mu, spks, cond, mask, n_timesteps, cfg_rate)
 
     def prompt_cond(self, prompt_feat: torch.Tensor, frames: int) -> torch.Tensor:

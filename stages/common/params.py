@@ -4,7 +4,8 @@ Used by every stage process (each takes the part it needs) and by the front ends
 requests (the coordinator, the single-process path) to validate before any work starts.
 
 Sampling parameters go to T3 (stages.t3.sampling.SamplingParams), schedule parameters to
-the CFM and vocoder streams (stages.cfm.schedule.ChunkSchedule). The seed is resolved
+the CFM and vocoder streams (stages.cfm.schedule.ChunkSchedule), `voice` to every stage that
+conditions on the voice (each resolves the name against its own store). The seed is resolved
 once, by whoever accepts the request, so every stage derives its randomness from it.
 """
 from __future__ import annotations
@@ -15,6 +16,20 @@ from typing import Any, Mapping
 from stages.cfm.schedule import ChunkSchedule
 from stages.t3.sampling import SamplingParams
 
+VOICE = "voice"  # the request parameter naming the voice
+DEFAULT_VOICE = "default"  # the name of the checkpoint's own voice (same as no voice)
+MAX_VOICE_CHARS = 64  # voice names are short identifiers
+
+
+def check_voice(value: Any) -> str | None:
+    """The `voice` parameter: None or a non-empty string of at most MAX_VOICE_CHARS (ValueError names it)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_VOICE_CHARS:
+        shown = repr(value) if not isinstance(value, str) or len(value) <= MAX_VOICE_CHARS else f"a {len(value)}-character string"
+        raise ValueError(f"voice must be None or a name of 1-{MAX_VOICE_CHARS} characters, got {shown}")
+    return value
+
 
 @dataclass(frozen=True)
 class RequestParams:
@@ -22,6 +37,7 @@ class RequestParams:
 
     sampling: SamplingParams  # seed always resolved
     schedule: ChunkSchedule
+    voice: str | None = None  # a stored voice's name; None (or DEFAULT_VOICE) = the checkpoint's own voice
 
     @property
     def seed(self) -> int:
@@ -33,14 +49,14 @@ def parse_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedu
     params = dict(params or {})
     names = {f.name for f in fields(SamplingParams)}
     sched_names = {f.name for f in fields(ChunkSchedule)}
-    unknown = sorted(set(params) - names - sched_names)
+    unknown = sorted(set(params) - names - sched_names - {VOICE})
     if unknown:
         raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
     sampling = SamplingParams(**{k: v for k, v in params.items() if k in names})
     sampling.validate()
     sampling = replace(sampling, seed=sampling.resolved_seed())
     schedule = ChunkSchedule.from_params(params, default_schedule)
-    return RequestParams(sampling, schedule)
+    return RequestParams(sampling, schedule, check_voice(params.get(VOICE)))
 
 
 def resolve_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedule | None = None) -> dict[str, Any]:

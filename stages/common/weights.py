@@ -21,7 +21,10 @@ from torch import nn
 MATRIX = "matrix"  # ndim >= 2: randn / sqrt(fan_in), fan_in = numel / shape[0]
 VECTOR = "vector"  # ndim <= 1 (biases, 1-D params): 0.02 * randn
 NORM_WEIGHT = "norm_weight"  # .weight of a LayerNorm / RMSNorm / GroupNorm / BatchNorm: 1 + 0.02 * randn
-BRANCHES = (MATRIX, VECTOR, NORM_WEIGHT)
+BN_RUNNING_MEAN = "bn_running_mean"  # BatchNorm running_mean: 0.1 * randn
+BN_RUNNING_VAR = "bn_running_var"  # BatchNorm running_var: 1 + 0.1 * rand
+COUNTER = "counter"  # integer buffers (BatchNorm num_batches_tracked): stored as int64, made as 0, unused in eval
+BRANCHES = (MATRIX, VECTOR, NORM_WEIGHT, BN_RUNNING_MEAN, BN_RUNNING_VAR, COUNTER)
 
 
 class CheckpointError(Exception):
@@ -45,6 +48,12 @@ def deterministic_tensor(key: str, shape: Iterable[int], branch: str, salt: byte
         return 1 + 0.02 * torch.randn(shape, generator=g)
     if branch == VECTOR:
         return 0.02 * torch.randn(shape, generator=g)
+    if branch == BN_RUNNING_MEAN:
+        return 0.1 * torch.randn(shape, generator=g)
+    if branch == BN_RUNNING_VAR:
+        return 1 + 0.1 * torch.rand(shape, generator=g)
+    if branch == COUNTER:
+        return torch.zeros(shape, dtype=torch.int64)
     if branch == MATRIX:
         fan_in = math.prod(shape) / shape[0]
         return torch.randn(shape, generator=g) * (1 / math.sqrt(fan_in))
@@ -54,7 +63,8 @@ def deterministic_tensor(key: str, shape: Iterable[int], branch: str, salt: byte
 def random_checkpoint(schema: Schema, gains: Mapping[str, float] | None = None, salt: bytes = b"") -> dict[str, torch.Tensor]:
     """Make every tensor of `schema` with the deterministic recipe (the built-in model's weights)."""
     gains = gains or {}
-    return {k: deterministic_tensor(k, s.shape, s.branch, salt) * gains.get(k, 1.0) for k, s in schema.items()}
+    out = {k: deterministic_tensor(k, s.shape, s.branch, salt) for k, s in schema.items()}
+    return {k: t * gains[k] if k in gains else t for k, t in out.items()}
 
 
 def is_norm_module(module: nn.Module) -> bool:
@@ -71,8 +81,11 @@ def schema_from_module(module: nn.Module, prefix: str = "") -> dict[str, TensorS
     for name, tensor in module.state_dict().items():
         owner_name, _, leaf = name.rpartition(".")
         owner = owners.get(owner_name, module)
+        is_bn = isinstance(owner, nn.modules.batchnorm._BatchNorm)
         if leaf == "weight" and is_norm_module(owner):
             branch = NORM_WEIGHT
+        elif is_bn and leaf in ("running_mean", "running_var", "num_batches_tracked"):
+            branch = {"running_mean": BN_RUNNING_MEAN, "running_var": BN_RUNNING_VAR}.get(leaf, COUNTER)
         elif tensor.ndim <= 1:
             branch = VECTOR
         else:
@@ -117,6 +130,11 @@ def read_checkpoint(
                 want = schema[key].shape
                 if tuple(t.shape) != want:
                     problems.append(f"{key}: shape {list(t.shape)} but the model needs {list(want)}")
+                elif schema[key].branch == COUNTER:
+                    if t.is_floating_point() or t.is_complex():
+                        problems.append(f"{key}: dtype {t.dtype} is not an integer type")
+                    else:
+                        tensors[key] = t.long()
                 elif not t.is_floating_point():
                     problems.append(f"{key}: dtype {t.dtype} is not a floating-point type")
                 else:

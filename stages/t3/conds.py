@@ -5,6 +5,7 @@ built-in random-weight model.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,16 @@ class T3Conditionals:
     speaker_emb: torch.Tensor  # [1, 256] float32, VoiceEncoder embedding
     cond_prompt_speech_tokens: torch.Tensor  # [1, P] int64, P <= prompt_len, ids < 6561
     emotion_adv: torch.Tensor  # [1, 1, 1] float32, the stored exaggeration (requests override it)
+
+    def cache_key(self) -> str:
+        """A digest of the voice's tensors (not of the stored exaggeration, which requests override):
+        equal voices share a prefix-cache entry, changed tensors never reuse a stale one."""
+        h = hashlib.blake2b(digest_size=16)
+        for t in (self.speaker_emb, self.cond_prompt_speech_tokens):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{list(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
 
     def check(self, cfg: T3Config, source: str = "conditionals") -> "T3Conditionals":
         """Raise CheckpointError if the tensors do not fit `cfg`."""

@@ -2,9 +2,11 @@
 
 Pure modules; parameter names match the `tfmr.*` keys of `t3_cfg.safetensors`. Inputs are
 embeddings (the backbone's own `embed_tokens` is a dummy kept only for strict loading). Two
-entry points: `prefill` (causal attention over the prompt, K/V written into a cache slot) and
-`decode` (one token per row, static shapes, K/V written by index, attention over the whole
-slot under a position mask) so the decode step can be captured as a CUDA graph.
+entry points: `prefill` (causal attention over a sequence at positions 0..T-1, K/V written into
+a cache: the voice prefix) and `decode` (t new positions per row, each row at its own positions:
+K/V written by index, attention over the first `span` cache positions under a per-row mask),
+used for a batch's decode tick (t = 1) and for the text prefill after a cached prefix (t > 1).
+Shapes depend only on (rows, t, span), so a tick can be captured as a CUDA graph per bucket.
 """
 from __future__ import annotations
 
@@ -63,10 +65,27 @@ def rope_tables(cfg: T3Config, n_positions: int, device=None) -> tuple[torch.Ten
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, H, T, hd]; cos/sin [T, hd] already in x's dtype."""
+    """x [B, H, T, hd]; cos/sin [T, hd] or per row [B, 1, T, hd], already in x's dtype."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd) | visible) v with plain matmuls: q [N, H, t, hd], k/v [N, Hkv, span, hd].
+
+    Used for several query positions per row instead of SDPA: the CPU flash kernel splits the
+    queries into blocks of 32 and computes a last block of 1-3 rows with another GEMM kernel, so a
+    row's result would depend on how many positions its batch-mates pad it to. Here every query
+    position goes through the same kernel whatever t is (t >= 4), so a request's text prefill is
+    bit-identical alone and in a batch (docs/t3.md, "Determinism").
+    """
+    if k.shape[1] != q.shape[1]:  # grouped KV heads
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [N, H, t, span]
+    scores = scores.float().masked_fill(~visible, float("-inf"))
+    return scores.softmax(dim=-1).to(v.dtype) @ v  # [N, H, t, hd]
 
 
 class Attention(nn.Module):
@@ -99,14 +118,24 @@ class Attention(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
         return self._out(o)
 
-    def decode(self, x, cos, sin, pos, visible, k_cache, v_cache):
-        """x [B, 1, D]; pos [1] long (write index); visible [1, 1, 1, max_len] bool."""
-        q, k, v = self._qkv(x, cos, sin)
-        k_cache.index_copy_(2, pos, k)
-        v_cache.index_copy_(2, pos, v)
-        o = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible,
-                                           enable_gqa=self.n_kv != self.n_heads)  # [B, H, 1, hd]
-        return self._out(o)
+    def decode(self, x, cos, sin, rows, pos, visible, k_cache, v_cache):
+        """x [N, t, D]; rows, pos [M, t] long (cache row, write position); visible [M, 1, t, span] bool;
+        caches [M, Hkv, max_len, hd]. Rows of x past the M cache rows are padding (they only widen the
+        matmuls, see T3Batch): they write and read no cache and their attention output is zero."""
+        q, k, v = self._qkv(x, cos, sin)  # [N, H, t, hd]
+        m, pad = k_cache.shape[0], x.shape[0] - k_cache.shape[0]
+        q, k, v = q[:m], k[:m], v[:m]
+        k_cache[rows, :, pos] = k.transpose(1, 2)  # [M, t, Hkv, hd] written at (row, :, position)
+        v_cache[rows, :, pos] = v.transpose(1, 2)
+        span = visible.shape[-1]
+        k, v = k_cache[:, :, :span], v_cache[:, :, :span]  # [M, Hkv, span, hd]
+        if x.shape[1] == 1:  # a decode tick
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, enable_gqa=self.n_kv != self.n_heads)
+        else:  # several positions per row (the text prefill): see masked_attention
+            o = masked_attention(q, k, v, visible)
+        if pad:
+            o = torch.cat((o, o.new_zeros(pad, *o.shape[1:])))
+        return self._out(o)  # [N, t, D]
 
 
 class MLP(nn.Module):
@@ -151,9 +180,15 @@ class LlamaBackbone(nn.Module):
         return self.norm(x)  # [B, T, D]
 
     def decode(self, x, cos, sin, pos, visible, k_caches, v_caches):
-        """x [B, 1, D] at position `pos`; cos/sin [1, hd]; see Attention.decode."""
+        """x [N, t, D], row i at positions pos[i] ([N, t] long); cos/sin [N, 1, t, hd]; visible
+        [N, 1, t, span] bool (which of the first `span` cache positions each query sees); caches:
+        one [M, Hkv, max_len, hd] per layer (M <= N: rows past M are padding), written at pos, read
+        over 0..span-1."""
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        m, t = k_caches[0].shape[0], pos.shape[1]
+        pos, visible = pos[:m], visible[:m]
+        rows = torch.arange(m, device=pos.device).unsqueeze(1).expand(m, t)  # [M, t]
         for layer, kc, vc in zip(self.layers, k_caches, v_caches):
-            x = x + layer.self_attn.decode(layer.input_layernorm(x), cos, sin, pos, visible, kc, vc)
+            x = x + layer.self_attn.decode(layer.input_layernorm(x), cos, sin, rows, pos, visible, kc, vc)
             x = layer._mlp_residual(x)
-        return self.norm(x)  # [B, 1, D]
+        return self.norm(x)  # [N, t, D]

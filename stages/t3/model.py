@@ -1,7 +1,8 @@
 """T3: text tokens + conditioning -> speech-token logits, around the Llama backbone (pure modules).
 
 Parameter names match `t3_cfg.safetensors` so the reference checkpoint loads unchanged.
-Running the model (KV cache, sampling, sessions) lives in stages/t3/generate.py.
+Running the model (the batched tick, KV cache, sampling) lives in stages/t3/batch.py and
+stages/t3/llama_tick.py.
 """
 from __future__ import annotations
 
@@ -65,6 +66,11 @@ class T3(nn.Module):
         Layout per row: [cond][text_emb + text_pos(0..N+1)][BOS][BOS], both BOS = speech_emb(start) +
         speech_pos(0) (the reference appends a second BOS). Row 1 zeroes only the text token embeddings.
         """
+        cond = cond_emb.expand(CFG_ROWS, -1, -1)  # [2, C, D]
+        return torch.cat((cond, self.text_embeds(padded_text)), dim=1)
+
+    def text_embeds(self, padded_text: torch.Tensor) -> torch.Tensor:
+        """padded_text [N + 2] -> the part of the prefill after the conditioning [2, N + 2 + 2, D]."""
         n = padded_text.shape[0]
         te = self.text_emb(padded_text)  # [N+2, D]
         text = torch.stack((te, torch.zeros_like(te)))  # [2, N+2, D]
@@ -72,13 +78,13 @@ class T3(nn.Module):
         bos_id = padded_text.new_tensor([self.cfg.start_speech_token])
         bos = self.speech_emb(bos_id) + self.speech_pos_emb(torch.zeros_like(bos_id))  # [1, D]
         bos = bos.expand(CFG_ROWS, 2, -1)  # [2, 2, D]
-        cond = cond_emb.expand(CFG_ROWS, -1, -1)  # [2, C, D]
-        return torch.cat((cond, text, bos), dim=1)
+        return torch.cat((text, bos), dim=1)
 
-    def speech_step_embeds(self, token: torch.Tensor, speech_pos: torch.Tensor) -> torch.Tensor:
-        """token [1], speech_pos [1] (both long, on device) -> [2, 1, D] (same for both CFG rows)."""
-        x = self.speech_emb(token) + self.speech_pos_emb(speech_pos)  # [1, D]
-        return x.expand(CFG_ROWS, 1, -1)
+    def speech_step_embeds(self, tokens: torch.Tensor, speech_pos: torch.Tensor) -> torch.Tensor:
+        """tokens [B], speech_pos [B] (long, on device) -> [B * 2, 1, D]: request b's two CFG rows are
+        rows 2b and 2b+1, with the same input."""
+        x = self.speech_emb(tokens) + self.speech_pos_emb(speech_pos)  # [B, D]
+        return x.repeat_interleave(CFG_ROWS, dim=0).unsqueeze(1)
 
     def speech_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Post-norm hidden state [..., D] -> speech logits [..., speech_vocab] (fp32)."""

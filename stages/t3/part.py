@@ -5,21 +5,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.common.spec import CONDS_FILE, T3_FILE, TOKENIZER_FILE, ModelSpec
+from stages.t3.batch import DEFAULT_MAX_LEN, T3Batch
 from stages.t3.checkpoint import build_builtin_t3, load_t3
 from stages.t3.conds import T3Conditionals, builtin_t3_conditionals, load_t3_conditionals
 from stages.t3.config import T3Config
-from stages.t3.generate import T3Generator
-from stages.t3.text import TextTokenizer
+from stages.t3.generate import new_t3_batch
+from stages.t3.prefix_cache import DEFAULT_PREFIX_CACHE_SIZE
+from stages.t3.text import TextTokenizer, encode_text
+from stages.t3.voices import VoiceResolver, VoiceTable
 
 
 @dataclass
 class T3Part:
-    generator: T3Generator
+    batch: T3Batch  # the tick: model, KV-cache slots, prefix cache
     tokenizer: TextTokenizer
-    conds: T3Conditionals  # the default voice
+    conds: T3Conditionals  # the checkpoint's own voice
+    cfg: T3Config
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> validated text ids (punc_norm + tokenizer); ValueError naming `text`."""
+        return encode_text(text, self.tokenizer, self.cfg)
+
+    def default_voices(self) -> VoiceResolver:
+        return VoiceTable.default_only(self.conds, self.cfg)
 
 
-def load_t3_part(spec: ModelSpec, max_slots: int = 4) -> T3Part:
+def load_t3_part(spec: ModelSpec, max_slots: int = 4, max_len: int = DEFAULT_MAX_LEN,
+                 prefix_cache_size: int = DEFAULT_PREFIX_CACHE_SIZE) -> T3Part:
     if spec.builtin:
         cfg = T3Config.from_name(spec.preset)
         model = build_builtin_t3(cfg)
@@ -29,5 +41,6 @@ def load_t3_part(spec: ModelSpec, max_slots: int = 4) -> T3Part:
         cfg = T3Config.from_checkpoint_dir(d)
         model = load_t3(d / T3_FILE, cfg)
         tok, conds = TextTokenizer.from_file(d / TOKENIZER_FILE), load_t3_conditionals(d / CONDS_FILE, cfg)
-    gen = T3Generator(model, cfg, max_slots=max_slots, device=spec.device, dtype=spec.torch_dtype)
-    return T3Part(gen, tok, conds)
+    batch = new_t3_batch(model, cfg, max_slots=max_slots, max_len=max_len, device=spec.device,
+                         dtype=spec.torch_dtype, prefix_cache_size=prefix_cache_size)
+    return T3Part(batch, tok, conds, cfg)

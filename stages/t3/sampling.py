@@ -1,14 +1,17 @@
-"""Per-request sampling parameters and the logits -> probabilities chain of the reference.
+"""Per-request sampling parameters and the logits -> probabilities chain of the reference, vectorised over rows.
 
 Order per step (reference `T3.inference` with Chatterbox's `generate()` defaults):
 CFG combine -> repetition penalty -> / temperature -> min-p -> top-p -> softmax -> sample.
-Everything runs on the device without host synchronisation; the caller fetches one token.
+Every processor works on a batch of requests at once ([B, V] logits) with per-row parameters
+(`SamplingRows`, [B, 1] tensors) and is row-wise: a row's result never depends on the other
+rows. Everything runs on the device without host synchronisation; the tick fetches the ids.
 """
 from __future__ import annotations
 
 import math
 import secrets
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -75,61 +78,133 @@ class SamplingParams:
         return self.seed if self.seed is not None else secrets.randbits(63)
 
 
-# --- the chain, one function per processor (each [.., V] -> [.., V]) ----------------------------
-def cfg_combine(step_logits: torch.Tensor, cfg_weight: float) -> torch.Tensor:
-    """[2, V] rows (cond, uncond) -> [1, V]."""
-    cond, uncond = step_logits[0:1], step_logits[1:2]
+# Per-row parameters the chains read, each stored as a float tensor (ignore_eos as bool).
+ROW_FIELDS = ("temperature", "cfg_weight", "min_p", "top_p", "repetition_penalty")
+
+
+@dataclass(frozen=True)
+class SamplingRows:
+    """The sampling parameters of B rows (requests) as [B, 1] tensors, plus host-side flags that let a
+    chain skip a processor no row uses (the flags come from the host copy: no device sync)."""
+
+    temperature: torch.Tensor
+    cfg_weight: torch.Tensor
+    min_p: torch.Tensor
+    top_p: torch.Tensor
+    repetition_penalty: torch.Tensor
+    ignore_eos: torch.Tensor  # [B, 1] bool
+    any_min_p: bool = True
+    any_top_p: bool = True
+    any_penalty: bool = True
+    any_ignore_eos: bool = True
+
+    @classmethod
+    def from_params(cls, params: Sequence[SamplingParams], device=None) -> "SamplingRows":
+        """Rows for a list of requests (tests and one-off use; the tick keeps a `RowParams` store)."""
+        store = RowParams(len(params), device)
+        for i, p in enumerate(params):
+            store.set(i, p)
+        return store.view(0, len(params))
+
+
+class RowParams:
+    """Per-slot sampling parameters on the device, written once per request at admission."""
+
+    def __init__(self, slots: int, device=None):
+        self.values = {name: torch.ones(slots, device=device) for name in ROW_FIELDS}  # [S] fp32
+        self.ignore_eos = torch.zeros(slots, dtype=torch.bool, device=device)  # [S]
+        self.host: list[SamplingParams | None] = [None] * slots
+
+    def set(self, slot: int, p: SamplingParams) -> None:
+        for name in ROW_FIELDS:
+            self.values[name][slot] = float(getattr(p, name))
+        self.ignore_eos[slot] = bool(p.ignore_eos)
+        self.host[slot] = p
+
+    def move(self, src: int, dst: int) -> None:
+        for t in (*self.values.values(), self.ignore_eos):
+            t[dst] = t[src]
+        self.host[dst], self.host[src] = self.host[src], None
+
+    def view(self, first: int, count: int) -> SamplingRows:
+        """Slots first .. first+count-1 as [count, 1] rows."""
+        sl = slice(first, first + count)
+        host = [p for p in self.host[sl] if p is not None]
+        return SamplingRows(**{name: self.values[name][sl, None] for name in ROW_FIELDS},
+                            ignore_eos=self.ignore_eos[sl, None],
+                            any_min_p=any(p.min_p > 0 for p in host), any_top_p=any(p.top_p < 1 for p in host),
+                            any_penalty=any(p.repetition_penalty != 1 for p in host),
+                            any_ignore_eos=any(p.ignore_eos for p in host))
+
+
+# --- the chain, one function per processor (each [B, V] -> [B, V]; parameters float or [B, 1]) --------
+def cfg_combine(step_logits: torch.Tensor, cfg_weight: float | torch.Tensor) -> torch.Tensor:
+    """[B, 2, V] rows (cond, uncond) per request -> [B, V]."""
+    cond, uncond = step_logits[:, 0], step_logits[:, 1]
     return cond + cfg_weight * (cond - uncond)
 
 
-def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Each id in the history (`seen` [V] bool) once: negative logits * penalty, others / penalty."""
-    if penalty == 1.0:
+def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float | torch.Tensor) -> torch.Tensor:
+    """Each id in the history (`seen` [B, V] bool) once: negative logits * penalty, others / penalty.
+
+    A penalty of exactly 1 leaves a row bit-identical (x * 1 and x / 1 are exact)."""
+    if not isinstance(penalty, torch.Tensor) and penalty == 1.0:
         return logits
     penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, penalised, logits)
 
 
-def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
-    """Drop (-inf) ids whose probability is below min_p * the top probability."""
-    if min_p <= 0.0:
+def min_p_filter(logits: torch.Tensor, min_p: float | torch.Tensor) -> torch.Tensor:
+    """Drop (-inf) ids whose probability is below min_p * the top probability (min_p 0: no-op)."""
+    if not isinstance(min_p, torch.Tensor) and min_p <= 0.0:
         return logits
     probs = torch.softmax(logits, dim=-1)
     threshold = min_p * probs.amax(dim=-1, keepdim=True)
     return logits.masked_fill(probs < threshold, float("-inf"))
 
 
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus filter: drop the least likely ids whose cumulative probability is <= 1 - top_p."""
-    if top_p >= 1.0:
+def top_p_filter(logits: torch.Tensor, top_p: float | torch.Tensor) -> torch.Tensor:
+    """Nucleus filter: drop the least likely ids whose cumulative probability is <= 1 - top_p.
+
+    Rows with top_p >= 1 are returned unchanged (also when other rows filter)."""
+    if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
     cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     drop_sorted = cum <= (1 - top_p)
     drop_sorted[..., -1:] = False  # always keep the most likely id
     drop = drop_sorted.scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+    filtered = logits.masked_fill(drop, float("-inf"))
+    return torch.where(top_p < 1, filtered, logits) if isinstance(top_p, torch.Tensor) else filtered
 
 
-def next_token_probs(step_logits: torch.Tensor, seen: torch.Tensor, params: SamplingParams,
+def next_token_probs(step_logits: torch.Tensor, seen: torch.Tensor, rows: SamplingRows,
                      banned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """[2, V] step logits -> (probs [1, V], all_finite [] bool). `banned` [V] bool ids get -inf first."""
-    logits = cfg_combine(step_logits.float(), params.cfg_weight)
-    all_finite = torch.isfinite(logits).all()
-    if banned is not None:
-        logits = logits.masked_fill(banned, float("-inf"))
-    logits = repetition_penalty(logits, seen, params.repetition_penalty)
-    logits = logits / params.temperature
-    logits = min_p_filter(logits, params.min_p)
-    logits = top_p_filter(logits, params.top_p)
+    """[B, 2, V] step logits -> (probs [B, V], all_finite [B] bool): Chatterbox's chain.
+
+    `banned` [V] bool: ids masked (-inf) right after the CFG combine in the rows with ignore_eos."""
+    logits = cfg_combine(step_logits.float(), rows.cfg_weight)
+    all_finite = torch.isfinite(logits).all(dim=-1)
+    if banned is not None and rows.any_ignore_eos:
+        logits = logits.masked_fill(banned & rows.ignore_eos, float("-inf"))  # [B, V]
+    if rows.any_penalty:
+        logits = repetition_penalty(logits, seen, rows.repetition_penalty)
+    logits = logits / rows.temperature
+    if rows.any_min_p:
+        logits = min_p_filter(logits, rows.min_p)
+    if rows.any_top_p:
+        logits = top_p_filter(logits, rows.top_p)
     return torch.softmax(logits, dim=-1), all_finite
 
 
-def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One id per row from probs [B, V] -> [B] long, without a host sync.
+def sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One id per row by inverse CDF: probs [B, V], u [B] float64 in (0, 1) -> [B] long, no host sync.
 
-    argmax(p / E) with E ~ Exp(1) i.i.d. picks id i with probability p_i (the exponential race),
-    like torch.multinomial but as pure tensor ops, so it can live inside a captured graph.
+    The id whose cumulative probability first exceeds u x (total mass): the same distribution as
+    torch.multinomial, with one uniform per row (stages/t3/noise.py) instead of a generator, so a
+    row's draw depends only on its own probabilities and its own (seed, step) and the op can live
+    inside a captured graph. The cumulative sum runs in float64 along each row.
     """
-    e = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(1e-20)  # avoid 0/0
-    return torch.argmax(probs / e, dim=-1)
+    cum = probs.double().cumsum(dim=-1)  # [B, V]
+    target = (u * cum[:, -1]).unsqueeze(-1)  # [B, 1], < the row's total for u < 1
+    return (cum <= target).sum(dim=-1).clamp_max(probs.shape[-1] - 1)

@@ -1,40 +1,62 @@
-"""The T3 stage process: requests in (from the coordinator), speech tokens out (to CFM), one token at a time.
+"""The T3 stage process: requests in (from the coordinator), speech tokens out (to CFM), one tick at a time.
 
-`T3Worker` is the logic (no sockets): it starts a T3 session per request and interleaves
-the decode steps of all active requests round-robin, one step each, so none starves.
-`run` is the process entry (stages/common/process.py moves the messages).
+`T3Worker` is the logic (no sockets), written to the loop contract of stages/common/process.py:
+`handle` validates a request (text, parameters, voice) and queues it, or frees a request on a
+cancel or error, at once and without model compute; `work` admits waiting requests into free
+slots (one batched prefill, budgeted) and runs one tick of the `T3Batch`, which samples one
+token for every active request with one forward. `run` is the process entry.
 """
 from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
 from ipc.schema import Cancel, End, Error, Message, Request, Tokens
-from stages.common.process import StageArgs, stage_main
 from stages.common.params import parse_params
-from stages.common.requests import CapacityError, RequestTable, forward
+from stages.common.process import StageArgs, error_text, stage_main
+from stages.common.requests import RequestTable, forward
 from stages.common.spec import ModelSpec
-from stages.t3.part import load_t3_part
+from stages.t3.batch import Admission, Event
+from stages.t3.part import T3Part, load_t3_part
+from stages.t3.prefix_cache import DEFAULT_PREFIX_CACHE_SIZE
+from stages.t3.voices import VoiceResolver
 
 STAGE = "t3"
-MAX_QUEUED = 1024  # requests waiting for a KV-cache slot before new ones are refused
+DEFAULT_MAX_INFLIGHT = 4  # KV-cache slots when the launcher passes no max_inflight
+DEFAULT_MAX_QUEUE = 1024  # waiting requests when the launcher passes no max_queue (the earlier fixed bound)
+# Prefill work admitted per unit of work, in rows x positions (at least one request): ~0.25 s at
+# `small` on one core, so a burst of arrivals delays the active streams' next token by about that.
+ADMIT_ROWS_BUDGET = 256
 WARMUP_TOKENS = 4  # decode steps run at start-up so the first real request pays no first-call costs
 log = logging.getLogger("tts.t3")
+
+
+@dataclass
+class _Request:
+    adm: Admission
+    params: dict  # the flat parameters, forwarded downstream at admission (seed resolved)
+    sent: int = 0  # speech tokens handed out so far
+    active: bool = False  # holds a slot (else waiting)
 
 
 class T3Worker:
     name = STAGE
 
-    def __init__(self, part, max_inflight: int = 4):
-        from stages.t3.text import encode_text
-
-        self.part, self._encode = part, encode_text
-        self.table: RequestTable = RequestTable(STAGE, max_inflight)
-        self.queue: deque[Request] = deque()  # waiting for a slot
-        self.rr: deque[str] = deque()  # active requests in round-robin order
-        self.counts: dict[str, int] = {}  # tokens handed out per active request
+    def __init__(self, part: T3Part, max_inflight: int = DEFAULT_MAX_INFLIGHT, max_queue: int = DEFAULT_MAX_QUEUE,
+                 voices: VoiceResolver | None = None):
+        if part.batch.max_slots < max_inflight:
+            raise ValueError(f"the T3 batch has {part.batch.max_slots} slots for max_inflight {max_inflight}")
+        self.part, self.batch = part, part.batch
+        self.voices = voices or part.default_voices()
+        self.max_inflight = max_inflight
+        # The coordinator admits at most max_inflight + max_queue requests, and counts one until its
+        # audio ends, so T3 never holds more; the bound past that only stops a sender that bypasses it.
+        self.max_waiting = max_inflight + max_queue
+        self.table: RequestTable[_Request] = RequestTable(STAGE, max_inflight + self.max_waiting)
+        self.waiting: deque[str] = deque()
 
     def warm_up(self) -> None:
         out = self.handle(Request(rid="warmup", seq=0, text="Warm up.", params={"seed": 0, "ignore_eos": True, "max_new_tokens": WARMUP_TOKENS}))
@@ -42,80 +64,110 @@ class T3Worker:
             out += self.work()
         assert isinstance(out[-1], End), out[-1]
 
-    # --- messages -------------------------------------------------------------------
+    # --- messages (cheap: validation and queueing) -------------------------------------------
     def handle(self, msg: Message) -> list[Message]:
         if isinstance(msg, Request):
-            if len(self.queue) >= MAX_QUEUED:
-                return [Error(rid=msg.rid, seq=0, stage=STAGE, message=f"t3: {MAX_QUEUED} requests queued; try again later")]
-            self.queue.append(msg)
-            return self._admit()
+            return self._request(msg)
         if isinstance(msg, (Cancel, Error)):
-            self.queue = deque(r for r in self.queue if r.rid != msg.rid)
-            if msg.rid in self.rr:
-                self.rr.remove(msg.rid)
-            self.counts.pop(msg.rid, None)
-            return [forward(msg, self.table)] + self._admit()
-        log.warning("t3 ignores a %s message for %s", type(msg).KIND, msg.rid)
+            self._free(msg.rid)
+            return [forward(msg, self.table)]  # also for ids we do not know: later stages free theirs
+        log.warning("t3 ignores a %s message for %s", msg.KIND, msg.rid)
         return []
 
-    def _admit(self) -> list[Message]:
-        """Start queued requests while slots are free."""
-        out: list[Message] = []
-        while self.queue and len(self.table) < self.table.limit:
-            out += self._start(self.queue.popleft())
-        return out
-
-    def _start(self, req: Request) -> list[Message]:
+    def _request(self, req: Request) -> list[Message]:
+        rid = req.rid
+        if rid in self.table:  # the id is ambiguous from now on: fail it (both), here and downstream
+            self._free(rid)
+            return [self.table.error(rid, f"request id {rid!r} is already in flight (duplicate request)")]
+        if len(self.waiting) >= self.max_waiting:
+            return [Error(rid=rid, stage=STAGE, message=f"t3: {self.max_waiting} requests already waiting; "
+                          "the coordinator's admission limit (max_inflight + max_queue) was bypassed")]
         try:
             params = parse_params(req.params)
-            ids = self._encode(req.text, self.part.tokenizer, self.part.generator.cfg)
-            session = self.part.generator.start(ids, self.part.conds, params.sampling)
-        except (ValueError, CapacityError) as e:  # bad input: this request fails, nothing else
-            return [Error(rid=req.rid, seq=0, stage=STAGE, message=str(e))]
-        except Exception as e:
-            log.exception("request %s failed to start", req.rid)
-            return [Error(rid=req.rid, seq=0, stage=STAGE, message=f"{type(e).__name__}: {e}")]
-        self.table.add(req.rid, session)
-        self.rr.append(req.rid)
-        self.counts[req.rid] = 0
-        # The downstream stages need the parameters (seed, schedule); the text stays here.
-        return [Request(rid=req.rid, seq=self.table.seq(req.rid), text="", params={**req.params, "seed": params.seed})]
+            key, conds = self.voices.resolve(params.voice)
+            ids, max_new = self.batch.check(self.part.encode(req.text), conds, params.sampling)
+        except ValueError as e:  # bad input: this request fails, nothing else
+            return [Error(rid=rid, stage=STAGE, message=error_text(e))]
+        adm = Admission(rid, ids, conds, key, params.sampling, max_new)
+        # the later stages need the parameters (seed, schedule, voice); the text stays here
+        self.table.add(rid, _Request(adm, {**req.params, "seed": params.seed}))
+        self.waiting.append(rid)
+        return []
 
-    # --- decode work ----------------------------------------------------------------
+    def _free(self, rid: str) -> None:
+        """Drop a request now: out of the waiting queue, or out of its slot (freed before the next tick)."""
+        st = self.table.get(rid)
+        if st is None:
+            return
+        if st.active:
+            self.batch.cancel(rid)
+        else:
+            self.waiting.remove(rid)
+
+    # --- model work: admission, then one tick ---------------------------------------------
     def busy(self) -> bool:
-        return bool(self.rr)
+        return bool(self.waiting) or self.batch.active > 0
 
     def work(self) -> list[Message]:
-        """One decode step of the next active request."""
-        rid = self.rr.popleft()
-        session = self.table.get(rid)
+        out = self._admit()
+        if self.batch.active:
+            out += self._events(self.batch.tick())
+        return out
+
+    def _admit(self) -> list[Message]:
+        self.batch.compact()
+        batch: list[Admission] = []
+        budget = ADMIT_ROWS_BUDGET
+        while self.waiting and len(batch) < self.batch.free_slots:
+            adm = self.table.get(self.waiting[0]).adm
+            cost = self.batch.prefill_rows(adm)
+            if batch and cost > budget:
+                break
+            budget -= cost
+            batch.append(adm)
+            self.waiting.popleft()
+        if not batch:
+            return []
         out: list[Message] = []
-        try:
-            tok = session.step()
-            if tok is not None:
-                n = self.counts[rid]
-                out.append(Tokens(rid=rid, seq=self.table.seq(rid), start=n, ids=np.array([tok], dtype=np.int64)))
-                self.counts[rid] = n + 1
-            if session.finished:
-                out.append(End(rid=rid, seq=self.table.seq(rid), totals={"tokens": self.counts.pop(rid)},
-                               reason=session.finish_reason or ""))
-                self.table.pop(rid)
-                return out + self._admit()
-        except Exception as e:  # e.g. non-finite logits: this request fails, the stage carries on
-            log.warning("request %s failed: %s", rid, e)
-            self.counts.pop(rid, None)
-            return out + [self.table.error(rid, e)] + self._admit()
-        self.rr.append(rid)
+        for adm in batch:
+            st = self.table.get(adm.rid)
+            st.active = True
+            out.append(Request(rid=adm.rid, seq=self.table.seq(adm.rid), text="", params=st.params))
+        return out + self._events(self.batch.admit(batch))
+
+    def _events(self, events: list[Event]) -> list[Message]:
+        """Admission or tick events -> messages (tokens numbered per request, end, error)."""
+        out: list[Message] = []
+        for ev in events:
+            st = self.table.get(ev.rid)
+            if st is None:  # cancelled meanwhile (cannot happen inside one unit of work; be safe)
+                continue
+            if ev.error:
+                log.warning("request %s failed: %s", ev.rid, ev.error)
+                out.append(self.table.error(ev.rid, ev.error))
+                continue
+            if ev.token is not None:
+                out.append(Tokens(rid=ev.rid, seq=self.table.seq(ev.rid), start=st.sent, ids=np.array([ev.token], dtype=np.int64)))
+                st.sent += 1
+            if ev.finish:
+                out.append(End(rid=ev.rid, seq=self.table.seq(ev.rid), totals={"tokens": st.sent}, reason=ev.finish))
+                self.table.pop(ev.rid)
         return out
 
     def close(self) -> None:
+        self.waiting.clear()
+        for rid in list(self.table):
+            self.batch.cancel(rid)
+        self.batch.compact()
         self.table.close()
 
 
 def make_worker(args: StageArgs) -> T3Worker:
     spec = ModelSpec(**args.model, device=args.device)
-    max_inflight = int(args.options.get("max_inflight", 4))
-    worker = T3Worker(load_t3_part(spec, max_slots=max_inflight), max_inflight)
+    max_inflight = int(args.options.get("max_inflight", DEFAULT_MAX_INFLIGHT))
+    max_queue = int(args.options.get("max_queue", DEFAULT_MAX_QUEUE))
+    cache = int(args.options.get("prefix_cache_size", DEFAULT_PREFIX_CACHE_SIZE))
+    worker = T3Worker(load_t3_part(spec, max_slots=max_inflight, prefix_cache_size=cache), max_inflight, max_queue)
     worker.warm_up()
     return worker
 

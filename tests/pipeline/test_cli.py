@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from .conftest import CLI, run_cli
+from .conftest import CLI, ROOT, run_cli
 
 FAST = ["--n-timesteps", "2"]
 
@@ -34,7 +34,7 @@ def test_sequential_is_byte_identical_to_multiprocess(tmp_path):
 
 def test_lines_on_stdin_are_separate_utterances():
     r = run_cli("say", "--ignore-eos", "--max-new-tokens", "3", *FAST, input=b"One.\n\nTwo.\nThree.\n")
-    assert r.returncode == 0 and len(r.stdout) == 3 * 2 * 960 * 3
+    assert r.returncode == 0 and len(r.stdout) == 3 * 2 * 960 * 3 + 2 * 2 * 4800  # 0.2 s between lines
     assert "[3/3]" in r.stderr.decode()
 
 
@@ -44,7 +44,7 @@ def test_lines_on_stdin_are_separate_utterances():
     (["--first-chunk-tokens", "0", "Hi."], None, "first_chunk_tokens"),
     ([], b"\xff\xfe oops\n", "not valid UTF-8"),
     (["--checkpoint", "/nonexistent/dir", "Hi."], None, "checkpoint directory not found"),
-    (["x" * 3000], None, "too long"),
+    (["--max-new-tokens", "0", "Hi."], None, "max_new_tokens"),
 ])
 def test_bad_input_is_a_clear_error_and_no_audio(args, stdin, message):
     r = run_cli("say", *FAST, *args, input=stdin)
@@ -58,11 +58,22 @@ def test_malformed_checkpoint_names_the_file(tmp_path):
 
     for name in ("t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt"):
         (tmp_path / name).write_bytes(b"not a real file")
-    before = set(glob.glob("/tmp/tts-*"))
-    r = run_cli("say", "Hi.", "--checkpoint", str(tmp_path))
-    assert r.returncode != 0 and r.stdout == b""
-    assert "failed to start" in r.stderr.decode() and str(tmp_path) in r.stderr.decode()
-    assert set(glob.glob("/tmp/tts-*")) == before  # a failed start leaves no endpoint files either
+    r = run_cli("say", "Hi.", "--checkpoint", str(tmp_path))  # the tokenizer is read first, to segment the text
+    assert r.returncode != 0 and r.stdout == b"" and f"{tmp_path}/tokenizer.json: not a readable" in r.stderr.decode()
+    (tmp_path / "tokenizer.json").write_bytes((ROOT / "stages/t3/data/builtin_tokenizer.json").read_bytes())
+    import os
+    import shutil
+    import tempfile
+
+    run_base = tempfile.mkdtemp(prefix="t-", dir="/tmp")  # short: the run dir goes here, apart from other runs on the machine
+    try:
+        r = subprocess.run([*CLI, "say", "Hi.", "--checkpoint", str(tmp_path)], capture_output=True, timeout=120,
+                           env={**os.environ, "TMPDIR": run_base})
+        assert r.returncode != 0 and r.stdout == b""
+        assert "failed to start" in r.stderr.decode() and str(tmp_path) in r.stderr.decode()
+        assert glob.glob(f"{run_base}/tts-*") == []  # a failed start leaves no endpoint files either
+    finally:
+        shutil.rmtree(run_base, ignore_errors=True)
 
 
 def test_info_is_json():
@@ -70,7 +81,7 @@ def test_info_is_json():
 
     r = run_cli("info")
     info = json.loads(r.stdout)
-    assert info["sample_rate"] == 24000 and info["formats"] == ["s16le", "f32le"] and info["model"]["builtin"]
+    assert info["sample_rate"] == 24000 and info["formats"] == ["s16le", "f32le", "wav", "flac", "ogg", "opus", "mp3"] and info["model"]["builtin"]
 
 
 def test_server_mode_bad_request_then_good_request():

@@ -34,9 +34,13 @@ def test_killed_stage_fails_in_flight_requests_fast(stage):
 
 
 def test_sigterm_to_the_cli_leaves_no_process_and_no_endpoint_file():
-    before = set(glob.glob("/tmp/tts-*"))
+    import shutil
+    import tempfile
+
+    run_base = tempfile.mkdtemp(prefix="t-", dir="/tmp")  # our run dir goes here, apart from other runs on the machine
     p = subprocess.Popen([*CLI, "say", "--ignore-eos", "--max-new-tokens", "1400", "--n-timesteps", "2", "--quiet",
-                          "Keep talking."], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                          "Keep talking."], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "TMPDIR": run_base})
     try:
         assert p.stdout.read(1920), "no audio before SIGTERM"  # audio is flowing: the stages are up
         kids = children_of(p.pid)
@@ -55,4 +59,6 @@ def test_sigterm_to_the_cli_leaves_no_process_and_no_endpoint_file():
             assert select.select([fd], [], [], 5.0)[0], f"stage process {kid} outlived the CLI"
         finally:
             os.close(fd)
-    assert set(glob.glob("/tmp/tts-*")) - before == set(), "endpoint directory left behind"
+    left = glob.glob(f"{run_base}/tts-*")
+    shutil.rmtree(run_base, ignore_errors=True)
+    assert left == [], "endpoint directory left behind"

@@ -16,7 +16,7 @@ from tests.chain import pump
 @pytest.fixture(scope="module")
 def chain():
     spec = ModelSpec()
-    return T3Worker(load_t3_part(spec, max_slots=2), 2), CFMWorker(load_cfm_part(spec)), HiFiGANWorker(load_hifigan_part(spec))
+    return T3Worker(load_t3_part(spec, max_slots=2), max_inflight=2, max_queue=2), CFMWorker(load_cfm_part(spec)), HiFiGANWorker(load_hifigan_part(spec))
 
 
 def run(chain, *msgs):
@@ -51,7 +51,8 @@ def test_out_of_order_data_fails_that_request_only(chain):
 
 def test_cancel_frees_every_stage(chain):
     t3, cfm, voc = chain
-    for m in t3.handle(Request(rid="e", text="Hi there.", params={"seed": 1, "n_timesteps": 2})):
+    assert t3.handle(Request(rid="e", text="Hi there.", params={"seed": 1, "n_timesteps": 2})) == []  # queued
+    for m in t3.work():  # admitted: the request is forwarded with its first token
         for m2 in cfm.handle(m):
             voc.handle(m2)
     assert "e" in t3.table and "e" in cfm.table and "e" in voc.table

@@ -1,4 +1,4 @@
-"""Shared fixtures for the T3 tests: the golden tiny checkpoint loaded once per session."""
+"""Shared fixtures for the T3 tests: the golden tiny checkpoint loaded once per session, a fresh tick per test."""
 from __future__ import annotations
 
 import pytest
@@ -21,7 +21,18 @@ def tiny_model(tiny_cfg):
 
 
 @pytest.fixture()
-def tiny_gen(tiny_model, tiny_cfg):
-    from stages.t3.generate import T3Generator
+def tiny_batch(tiny_model, tiny_cfg):
+    from stages.t3.generate import new_t3_batch
 
-    return T3Generator(tiny_model, tiny_cfg, max_slots=2, max_len=160)
+    return new_t3_batch(tiny_model, tiny_cfg, max_slots=2, max_len=160)
+
+
+@pytest.fixture()
+def one_thread():
+    """Bit-identity across batch compositions is a property of 1-thread CPU kernels (docs/t3.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

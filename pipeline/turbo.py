@@ -1,0 +1,203 @@
+"""Chatterbox Turbo: each stage's part of the model (checkpoint or built-in) and the offline generate path.
+
+Per-stage loaders mirror pipeline/models.py, so a stage process reads only its part:
+T3: t3_turbo_v1.safetensors, the GPT-2 tokenizer files, conds.pt "t3"; CFM:
+s3gen_meanflow.safetensors flow.*, conds.pt "gen"; HiFiGAN: s3gen_meanflow.safetensors mel2wav.*.
+`TurboEngine` runs the whole reference pipeline in one process, not streamed: text -> punc_norm ->
+tokens -> T3 -> tokens < 6561 + 3 silence tokens -> meanflow flow (2 steps) -> HiFT -> trim fade;
+(n + 3) * 960 samples for n valid tokens.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from pipeline.layout import TURBO, detect_model
+from stages.cfm.part import CFMPart, cfm_noise
+from stages.common.spec import DTYPES, ModelSpec
+from stages.hifigan.part import vocoder_generator
+from stages.common.weights import read_checkpoint, schema_from_module
+
+T3_PRESETS_TO_HIFT = {"turbo": "chatterbox", "turbo-small": "small", "turbo-tiny": "tiny"}  # same vocoder as base
+TURBO_PRESETS = tuple(T3_PRESETS_TO_HIFT)
+BUILTIN_FLOW_PROMPT_TOKENS = 250  # the released Turbo voice's decoder prompt (10 s, 500 mel frames)
+VE_FILE, CONDS_FILE = "ve.safetensors", "conds.pt"
+# VoiceEncoder (ve.safetensors, the same network as the base model's): 40-mel LSTM -> 256-d embedding.
+VE_MELS, VE_LAYERS, VE_EMBED, VE_HIDDEN = 40, 3, 256, 256
+
+
+def _check_preset(spec: ModelSpec) -> str:
+    if spec.builtin and spec.preset not in TURBO_PRESETS:
+        raise ValueError(f"unknown Turbo preset {spec.preset!r}; choose one of {', '.join(TURBO_PRESETS)}")
+    return spec.preset
+
+
+def _golden_config(directory: Path) -> dict:
+    """A Turbo folder's golden-format config.json (test checkpoints), or {} for a released folder."""
+    path = directory / "config.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    return data if isinstance(data, dict) else {}
+
+
+# --- VoiceEncoder file check (the voice-cloning stage owns the model) ------------------------------
+class _VoiceEncoderKeys(nn.Module):
+    """Only the key layout of ve.safetensors, for a strict check of the file; never run."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.lstm = nn.LSTM(VE_MELS, hidden, num_layers=VE_LAYERS, batch_first=True)
+        self.proj = nn.Linear(hidden, VE_EMBED)
+        self.similarity_weight = nn.Parameter(torch.ones(1))
+        self.similarity_bias = nn.Parameter(torch.zeros(1))
+
+
+def voice_encoder_schema(hidden: int = VE_HIDDEN):
+    with torch.device("meta"):
+        return schema_from_module(_VoiceEncoderKeys(hidden))
+
+
+def check_voice_encoder_file(directory: str | Path) -> None:
+    """Strictly check ve.safetensors's keys and shapes (CheckpointError names the file and keys)."""
+    d = Path(directory)
+    hidden = _golden_config(d).get("VoiceEncoder", {}).get("VoiceEncConfig", {}).get("ve_hidden_size", VE_HIDDEN)
+    read_checkpoint(d / VE_FILE, voice_encoder_schema(int(hidden)))
+
+
+# --- T3 -------------------------------------------------------------------------------------------
+@dataclass
+class TurboT3Part:
+    generator: object  # stages.t3.turbo_generate.TurboT3Generator
+    tokenizer: object  # stages.t3.turbo_text.TurboTokenizer
+    conds: object  # stages.t3.turbo_conds.TurboT3Conditionals
+
+
+def load_turbo_t3_part(spec: ModelSpec, max_slots: int = 4) -> TurboT3Part:
+    from stages.t3.turbo_checkpoint import T3_TURBO_FILE, build_builtin_turbo_t3, load_turbo_t3
+    from stages.t3.turbo_conds import builtin_turbo_t3_conditionals, load_turbo_t3_conditionals
+    from stages.t3.turbo_config import TurboT3Config
+    from stages.t3.turbo_generate import TurboT3Generator
+    from stages.t3.turbo_text import TurboTokenizer
+
+    if spec.builtin:
+        cfg = TurboT3Config.from_name(_check_preset(spec))
+        model, tok, conds = build_builtin_turbo_t3(cfg), TurboTokenizer.builtin(), builtin_turbo_t3_conditionals(cfg)
+    else:
+        d = Path(spec.checkpoint)
+        detect_model(d, TURBO)
+        cfg = TurboT3Config.from_checkpoint_dir(d)
+        model = load_turbo_t3(d / T3_TURBO_FILE, cfg)
+        tok, conds = TurboTokenizer.from_dir(d), load_turbo_t3_conditionals(d / CONDS_FILE, cfg)
+    gen = TurboT3Generator(model, cfg, max_slots=max_slots, device=spec.device, dtype=DTYPES[spec.dtype])
+    return TurboT3Part(gen, tok, conds)
+
+
+# --- CFM and HiFiGAN ---------------------------------------------------------------------------------
+def load_turbo_cfm_part(spec: ModelSpec) -> CFMPart:
+    from stages.cfm.conds import builtin_flow_conditionals, load_flow_conditionals
+    from stages.cfm.meanflow import (S3GEN_MEANFLOW_FILE, build_builtin_meanflow_flow, load_meanflow_flow,
+                                     meanflow_config, meanflow_config_from_checkpoint_dir)
+
+    if spec.builtin:
+        cfg = meanflow_config(_check_preset(spec))
+        flow, conds = build_builtin_meanflow_flow(cfg), builtin_flow_conditionals(cfg, BUILTIN_FLOW_PROMPT_TOKENS)
+    else:
+        d = Path(spec.checkpoint)
+        detect_model(d, TURBO)
+        cfg = meanflow_config_from_checkpoint_dir(d)
+        flow, conds = load_meanflow_flow(d / S3GEN_MEANFLOW_FILE, cfg), load_flow_conditionals(d / CONDS_FILE, cfg)
+    flow = flow.to(spec.device, DTYPES[spec.dtype]).eval()
+    return CFMPart(flow, conds.to(spec.device))
+
+
+def load_turbo_hifigan_part(spec: ModelSpec):
+    """-> stages.hifigan.generator.HiFT from mel2wav.* of s3gen_meanflow.safetensors (float32 always)."""
+    from stages.cfm.meanflow import S3GEN_MEANFLOW_FILE
+    from stages.hifigan.checkpoint import build_builtin_hift, load_hift
+    from stages.hifigan.config import HiFTConfig
+
+    if spec.builtin:
+        hift = build_builtin_hift(HiFTConfig.from_name(T3_PRESETS_TO_HIFT[_check_preset(spec)]))
+    else:
+        d = Path(spec.checkpoint)
+        detect_model(d, TURBO)
+        s3 = _golden_config(d).get("S3Gen", {}).get("scaling", {})
+        cfg = (HiFTConfig.from_reference_dict(s3["HiFTGenerator"], s3.get("ConvRNNF0Predictor"))
+               if "HiFTGenerator" in s3 else HiFTConfig.from_name("chatterbox"))
+        hift = load_hift(d / S3GEN_MEANFLOW_FILE, cfg)
+    return hift.to(spec.device).eval()
+
+
+def check_turbo_checkpoint(directory: str | Path) -> None:
+    """Everything a Turbo folder must pass before any stage starts: its files, then ve.safetensors."""
+    detect_model(directory, TURBO)
+    check_voice_encoder_file(directory)
+
+
+# --- the offline (non-streaming) path -------------------------------------------------------------------
+class TurboEngine:
+    """All three Turbo parts in this process: the reference's `generate`, whole-utterance."""
+
+    def __init__(self, spec: ModelSpec, max_slots: int = 2):
+        if not spec.builtin:
+            check_turbo_checkpoint(spec.checkpoint)
+        self.spec = spec
+        self.t3 = load_turbo_t3_part(spec, max_slots)
+        self.cfm = load_turbo_cfm_part(spec)
+        self.hift = load_turbo_hifigan_part(spec)
+
+    def text_ids(self, text: str) -> list[int]:
+        from stages.t3.turbo_text import encode_turbo_text
+
+        return encode_turbo_text(text, self.t3.tokenizer, self.t3.generator.cfg)
+
+    def tokens(self, text: str, params=None, choose: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[int]:
+        """T3 alone: the valid speech tokens (< 6561) for `text`. `choose(probs) -> [1] long` replaces
+        the sampler's own draw at every step (tests inject the reference's)."""
+        session = self.t3.generator.start(self.text_ids(text), self.t3.conds, params)
+        out: list[int] = []
+        try:
+            while not session.finished:
+                tok = session.step(choose)
+                if tok is not None:
+                    out.append(tok)
+        finally:
+            session.close()
+        return out
+
+    @torch.no_grad()
+    def mel(self, tokens: Sequence[int], noise, n_timesteps: int | None = None) -> torch.Tensor:
+        """Valid tokens (+ the 3 silence tokens) -> mel [1, 80, 2(n + 3)]. `noise` is a NoiseSource or a
+        [1, 80, 2(P + n + 3)] tensor over the prompt + generated frames."""
+        from stages.cfm.meanflow import with_trailing_silence
+
+        valid = [int(t) for t in tokens if 0 <= int(t) < self.cfm.flow.cfg.vocab_size]
+        speech = with_trailing_silence(torch.tensor([valid], dtype=torch.long))  # [1, n + 3]
+        return self.cfm.flow.infer(speech, self.cfm.conds, noise, n_timesteps=n_timesteps)
+
+    @torch.no_grad()
+    def vocode(self, mel: torch.Tensor, randomness: torch.Generator | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """mel -> trim-faded wav [480 x frames]; randomness: a generator, or (start_phase, noise) tensors."""
+        from stages.hifigan.fade import apply_trim_fade
+
+        if isinstance(randomness, torch.Generator):
+            wav, _ = self.hift.inference(mel.float(), randomness)
+        else:
+            wav, _ = self.hift.inference_given(mel.float(), *randomness)
+        return apply_trim_fade(wav[0]).cpu()
+
+    def synthesize(self, tokens: Sequence[int], seed: int, n_timesteps: int | None = None) -> torch.Tensor:
+        """Tokens -> waveform [960 (n + 3)] with the request's noise and vocoder draws (as streaming uses)."""
+        return self.vocode(self.mel(tokens, cfm_noise(seed), n_timesteps), vocoder_generator(self.hift, seed))
+
+    def generate(self, text: str, params=None) -> torch.Tensor:
+        """text -> waveform, the reference's ChatterboxTurboTTS.generate with the engine's randomness."""
+        from stages.t3.turbo_sampling import TurboSamplingParams
+
+        params = params or TurboSamplingParams()
+        params = replace(params, seed=params.resolved_seed())
+        return self.synthesize(self.tokens(text, params), params.seed)
