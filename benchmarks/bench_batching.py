@@ -11,10 +11,12 @@ once with all their input (an upstream stage faster than this one: the stage's o
     10 Euler steps, prompt window 50 tokens of a 150-token prompt);
   * HiFiGAN: c requests of 2 x --tokens mel frames each, cut as CFM cuts them (8, 16, 32, 64 ... frames).
 
-Each configuration runs twice side by side, alternating, --reps times: `batched` (the stage's
-limits) and `one per call` (the same worker with one job per call: today's behaviour). Reported:
-aggregate audio seconds per wall second (min time over reps), the ratio, and the time to each
-request's first chunk (p50 / max). The machine's load average is recorded before and after.
+Each configuration runs in three modes side by side, alternating, --reps times: `padded` (one
+padded call for every job of a unit of work: the GPU default), `exact` (the same schedule, each
+job its own solo call: the CPU default, bit-identical to solo) and `one per call` (one job per
+unit of work: the behaviour before batching). Reported: aggregate audio seconds per wall second
+(min time over reps), the ratios to one per call, and the time to each request's first chunk
+(p50 / max). The machine's load average is recorded before and after.
 """
 from __future__ import annotations
 
@@ -103,7 +105,7 @@ def run_once(worker, msgs, kind) -> tuple[float, list[float]]:
 
 def bench(name, make, inputs, kind, conc, tokens, reps) -> list[dict]:
     rows = []
-    workers = {"batched": make(None), "one per call": make(1)}
+    workers = {"one per call": make(1, True), "exact": make(None, True), "padded": make(None, False)}
     for w in workers.values():  # warm-up: allocator, oneDNN primitives for the shapes of both modes
         run_once(w, inputs(2, tokens), kind)
     for c in conc:
@@ -168,23 +170,23 @@ def main(argv: list[str] | None = None) -> None:
         part = load_cfm_part(spec)
         part = dataclasses.replace(part, conds=realistic_prompt(part.conds, PROMPT_TOKENS))
 
-        def make_cfm(max_jobs):
+        def make_cfm(max_jobs, exact):
             limits = FLOW_LIMITS if max_jobs is None else dataclasses.replace(FLOW_LIMITS, max_jobs=max_jobs)
-            return CFMWorker(part, limits=limits)
+            return CFMWorker(part, limits=limits, exact=exact)
 
         enc_rows = bench_encoder(part, args.reps)
         rows += bench("cfm", make_cfm, cfm_inputs, Mel, args.concurrency, args.tokens, args.reps)
     if "hifigan" in args.stages:
         hift = load_hifigan_part(spec)
 
-        def make_voc(max_jobs):
+        def make_voc(max_jobs, exact):
             limits = VOCODER_LIMITS if max_jobs is None else dataclasses.replace(VOCODER_LIMITS, max_jobs=max_jobs)
-            return HiFiGANWorker(hift, limits=limits)
+            return HiFiGANWorker(hift, limits=limits, exact=exact)
 
         rows += bench("hifigan", make_voc, mel_inputs, Audio, args.concurrency, args.tokens, args.reps)
     load_after = loadavg()
     lines = [
-        f"# Stage batching benchmark: batched vs one request per call ({args.preset}, CPU)",
+        f"# Stage batching benchmark: padded and exact batching vs one request per call ({args.preset}, CPU)",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_batching.py {' '.join(argv)}`".rstrip(),
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s), {torch.get_num_threads()} torch thread(s), "
@@ -192,16 +194,19 @@ def main(argv: list[str] | None = None) -> None:
         f"Load average (1/5/15 min) before: {load_before}, after: {load_after}",
         f"{args.tokens} tokens ({args.tokens / TOKENS_PER_SECOND:g} s of audio) per request, all requests arriving at once; "
         f"built-in random weights, fp32; min wall time over {args.reps} alternating runs per mode. "
-        "Throughput = aggregate audio seconds per wall second; first chunk = time from the start to the request's first chunk.",
+        "Throughput = aggregate audio seconds per wall second; first chunk = time from the start to the request's first "
+        "chunk. padded = one padded call per unit of work; exact = the same schedule, one solo call per job (the CPU "
+        "default); one per call = one job per unit of work.",
         "",
-        "| stage | concurrent requests | one per call: audio-s/s | batched: audio-s/s | batched / one per call "
-        "| first chunk p50 / max, one per call (s) | first chunk p50 / max, batched (s) |",
+        "| stage | requests | audio-s/s: one per call / exact / padded | exact, padded vs one per call "
+        "| first chunk p50 / max (s): one per call | exact | padded |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        a, b = r["one per call"], r["batched"]
-        lines.append(f"| {r['stage']} | {r['c']} | {a['thr']:.2f} | {b['thr']:.2f} | {b['thr'] / a['thr']:.2f}x "
-                     f"| {a['p50']:.2f} / {a['max']:.2f} | {b['p50']:.2f} / {b['max']:.2f} |")
+        a, e, p = r["one per call"], r["exact"], r["padded"]
+        lines.append(f"| {r['stage']} | {r['c']} | {a['thr']:.2f} / {e['thr']:.2f} / {p['thr']:.2f} "
+                     f"| {e['thr'] / a['thr']:.2f}x, {p['thr'] / a['thr']:.2f}x "
+                     f"| {a['p50']:.2f} / {a['max']:.2f} | {e['p50']:.2f} / {e['max']:.2f} | {p['p50']:.2f} / {p['max']:.2f} |")
     if enc_rows:
         lines += [
             "",

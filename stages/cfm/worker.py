@@ -2,9 +2,10 @@
 
 `CFMWorker` is the logic (no sockets): one CFMStream per request in a bounded map, freed
 when the request ends, fails or is cancelled. `handle` only queues each request's chunk jobs
-(stages/cfm/streaming.py `plan`); `work` runs one Euler step of the running batch
-(stages/cfm/batch.py), after letting waiting jobs join it in service order (first chunks
-first, stages/common/lanes.py), and sends the chunks whose trajectories reached t = 1.
+(stages/cfm/streaming.py `plan`); `work` runs one solver step of the running batch
+(stages/cfm/batch.py: each row's own call when exact, one padded call otherwise), after
+letting waiting jobs join it in service order (first chunks first, stages/common/lanes.py),
+and sends the chunks whose trajectories reached t = 1.
 `run` is the process entry.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ipc.schema import End, Mel, Message, Request, Tokens
 from stages.cfm.batch import FlowBatch
 from stages.cfm.part import load_cfm_part, new_cfm_stream
 from stages.cfm.streaming import CFMStream, FlowJob
-from stages.common.chain import ChainWorker, stage_capacity
+from stages.common.chain import ChainWorker, exact_batching, stage_capacity
 from stages.common.lanes import BatchLimits
 from stages.common.params import parse_params
 from stages.common.process import StageArgs, stage_main
@@ -41,10 +42,13 @@ class _Request:
 class CFMWorker(ChainWorker):
     name = STAGE
 
-    def __init__(self, part, default_schedule=None, capacity: int = stage_capacity({}), limits: BatchLimits = FLOW_LIMITS):
+    def __init__(self, part, default_schedule=None, capacity: int = stage_capacity({}), limits: BatchLimits = FLOW_LIMITS,
+                 exact: bool | None = None):
         super().__init__(capacity, limits)
         self.part, self.default_schedule = part, default_schedule
-        self.batch = FlowBatch(part.flow, limits)  # the running batch: one row per request at most
+        if exact is None:
+            exact = exact_batching({}, str(part.flow.encoder_proj.weight.device))
+        self.batch = FlowBatch(part.flow, limits, exact)  # the running batch: one row per request at most
 
     def warm_up(self) -> None:
         """Two requests of different lengths through the batched path (padding, masks, joins), then nothing left."""
@@ -116,7 +120,8 @@ class CFMWorker(ChainWorker):
 
 
 def make_worker(args: StageArgs) -> CFMWorker:
-    worker = CFMWorker(load_cfm_part(ModelSpec(**args.model, device=args.device)), capacity=stage_capacity(args.options))
+    worker = CFMWorker(load_cfm_part(ModelSpec(**args.model, device=args.device)), capacity=stage_capacity(args.options),
+                       exact=exact_batching(args.options, args.device))
     worker.warm_up()
     return worker
 

@@ -3,8 +3,8 @@
 `HiFiGANWorker` is the logic (no sockets): one VocoderStream per request in a bounded map.
 `handle` only queues each request's mel chunks; `work` picks several requests' next chunks in
 service order (first chunks first, stages/common/lanes.py), commits each one's f0 and source
-(per request), decodes them in one batched call (stages/hifigan/batch.py) and sends the
-samples. At the end of each request it checks samples == 960 x tokens before sending the end
+(per request), decodes them (exact: one solo call each; padded: one batched call,
+stages/hifigan/batch.py) and sends the samples. At the end of each request it checks samples == 960 x tokens before sending the end
 sentinel; a mismatch fails the request loudly. `run` is the process entry.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from ipc.schema import Audio, End, Mel, Message, Request
 from stages.common.accounting import check_totals
-from stages.common.chain import ChainWorker, stage_capacity
+from stages.common.chain import ChainWorker, exact_batching, stage_capacity
 from stages.common.lanes import BatchLimits, Shape
 from stages.common.params import parse_params
 from stages.common.process import StageArgs, stage_main
@@ -44,11 +44,13 @@ class _Request:
 class HiFiGANWorker(ChainWorker):
     name = STAGE
 
-    def __init__(self, hift, default_schedule=None, capacity: int = stage_capacity({}), limits: BatchLimits = VOCODER_LIMITS):
+    def __init__(self, hift, default_schedule=None, capacity: int = stage_capacity({}), limits: BatchLimits = VOCODER_LIMITS,
+                 exact: bool | None = None):
         super().__init__(capacity, limits)
         self.hift, self.default_schedule = hift, default_schedule
         self.sample_rate = hift.cfg.sampling_rate
         self.edge = edge_frames(hift)
+        self.exact = exact_batching({}, str(hift.stft_window.device)) if exact is None else exact  # one decode per job
 
     def warm_up(self) -> None:
         """Two requests of different lengths through the batched path, then nothing left."""
@@ -112,7 +114,7 @@ class HiFiGANWorker(ChainWorker):
             except Exception as e:
                 out.append(self.fail(rid, e))
                 continue
-            if self.limits.fits([*shapes, shape]) is None:
+            if not self._fits([*shapes, shape]):
                 continue  # a fresh call each time: a job left out now is at the head of the order next time
             chosen.append(rid)
             shapes.append(shape)
@@ -140,26 +142,34 @@ class HiFiGANWorker(ChainWorker):
                 out.append(self.fail(rid, e))
         return out
 
+    def _fits(self, shapes: list[Shape]) -> bool:
+        if self.exact:  # one call per job: no padding, only the count and the frames are bounded
+            return len(shapes) == 1 or (len(shapes) <= self.limits.max_jobs and sum(s.size for s in shapes) <= self.limits.max_units)
+        return self.limits.fits(shapes) is not None
+
     def _decode(self, jobs: list[DecodeJob]) -> list[torch.Tensor | Exception]:
-        """One batched call; if it fails, each job alone, so only the request at fault fails."""
+        """One batched call (exact: one call per job); if it fails, each job alone, so only the request at fault fails."""
         if not jobs:
             return []
+        if self.exact:
+            return [self._decode_one(job) for job in jobs]
         try:
             return decode_jobs(self.hift, jobs, self.limits.fits([job_shape(j, self.edge) for j in jobs]))
         except Exception as e:
             if len(jobs) == 1:
                 return [e]
-        results: list[torch.Tensor | Exception] = []
-        for job in jobs:
-            try:
-                results.append(decode_jobs(self.hift, [job])[0])
-            except Exception as e:
-                results.append(e)
-        return results
+        return [self._decode_one(job) for job in jobs]
+
+    def _decode_one(self, job: DecodeJob) -> torch.Tensor | Exception:
+        try:
+            return decode_jobs(self.hift, [job])[0]
+        except Exception as e:
+            return e
 
 
 def make_worker(args: StageArgs) -> HiFiGANWorker:
-    worker = HiFiGANWorker(load_hifigan_part(ModelSpec(**args.model, device=args.device)), capacity=stage_capacity(args.options))
+    worker = HiFiGANWorker(load_hifigan_part(ModelSpec(**args.model, device=args.device)), capacity=stage_capacity(args.options),
+                           exact=exact_batching(args.options, args.device))
     worker.warm_up()
     return worker
 

@@ -1,5 +1,6 @@
-"""The CFM worker batches requests' chunk jobs: every request's mel chunks equal its solo chunks (same cuts, frames
-within 1e-5 relative), exact frame counts, nothing left afterwards; `handle` never runs the model."""
+"""The CFM worker batches requests' chunk jobs: every request's mel chunks equal its solo chunks (same cuts; frames bit
+for bit when exact, the CPU default, within 1e-5 relative when padded), exact frame counts, nothing left afterwards;
+`handle` never runs the model."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,8 @@ from .test_flow_batch import FLOW_BOUND, SCHEDULES
 
 
 @pytest.fixture(scope="module")
-def worker():
-    return CFMWorker(load_cfm_part(ModelSpec()))
+def part():
+    return load_cfm_part(ModelSpec())
 
 
 def solo_chunks(part, seed, n, params):
@@ -27,8 +28,11 @@ def solo_chunks(part, seed, n, params):
     return [c for t in token_ids(n, seed).tolist() for c in stream.push([t])] + stream.finish()
 
 
+@pytest.mark.parametrize("exact", [None, False], ids=["default-exact", "padded"])
 @pytest.mark.parametrize("n_requests", [1, 3, 8])
-def test_batched_requests_equal_each_alone(worker, n_requests):
+def test_batched_requests_equal_each_alone(part, n_requests, exact):
+    worker = CFMWorker(part, exact=exact)
+    assert worker.batch.exact == (exact is None)  # the CPU default is exact
     reqs = [(f"q{i}", 30 + i, 3 + 3 * i, SCHEDULES[i % len(SCHEDULES)]) for i in range(n_requests)]
     msgs = interleave(*[token_messages(rid, n, seed, step=1 + i % 3, **params) for i, (rid, seed, n, params) in enumerate(reqs)])
     out = [m2 for m in msgs for m2 in worker.handle(m)]
@@ -41,8 +45,8 @@ def test_batched_requests_equal_each_alone(worker, n_requests):
         assert [m.start for m in got] == [c.start for c in ref]
         for m, c in zip(got, ref):
             assert m.mel.shape == tuple(c.mel.shape)
-            if n_requests == 1:
-                assert np.array_equal(m.mel, c.mel.numpy())  # a batch of one is the solo call
+            if n_requests == 1 or exact is None:
+                assert np.array_equal(m.mel, c.mel.numpy())  # a batch of one, or exact: the solo call
             assert rel_l2(torch.from_numpy(m.mel), c.mel) < FLOW_BOUND
         (end,) = of(rid, End, out)
         assert end.totals == {"tokens": n, "frames": 2 * n} == {"tokens": n, "frames": sum(m.mel.shape[1] for m in got)}
