@@ -43,7 +43,7 @@ def exact_batching(options: Mapping[str, Any], device: str) -> bool:
     """Whether a chain stage computes each batched job with its own solo call (bit-identical to it) or pads them into one call.
 
     `options["exact_batching"]` if given; else exact on a CPU, where one padded call gains at most
-    ~15 % (benchmarks/results/batching-*.md) and would make a request's audio depend, in its last
+    ~25 % (benchmarks/results/batching-*.md) and would make a request's audio depend, in its last
     bits, on which requests shared its batch; padded on a GPU, where one call costs about what one
     job does and kernels are not bit-reproducible across shapes anyway.
     """

@@ -184,3 +184,10 @@ def test_an_error_echoing_a_huge_value_still_fits_the_wire(cfm):
     (err,) = cfm.handle(Request(rid="huge", text="", params={"seed": 1, "first_chunk_tokens": "x" * 50_000}))
     assert isinstance(err, Error) and "first_chunk_tokens" in err.message and len(err.message) <= 2000
     framing.decode(framing.encode(err))  # encodable: the stage's send cannot fail on it
+
+
+def test_exact_batching_is_the_cpu_default_and_an_option():
+    from stages.common.chain import exact_batching
+
+    assert exact_batching({}, "cpu") and not exact_batching({}, "cuda:0")
+    assert not exact_batching({"exact_batching": False}, "cpu") and exact_batching({"exact_batching": True}, "cuda")
