@@ -15,7 +15,7 @@ from stages.cfm.config import CFMConfig
 from stages.cfm.encoder import UpsampleConformerEncoder
 from stages.cfm.estimator import ConditionalDecoder
 from stages.cfm.noise import NoiseSource
-from stages.cfm.solver import solve_euler_cfg
+from stages.cfm.solver import cfg_euler_step, cfg_pair, cosine_time_grid, solve_euler_cfg
 
 
 class _Decoder(nn.Module):
@@ -105,6 +105,20 @@ class Flow(nn.Module):
     def _integrate(self, noise, mu, spks, cond, mask, n_timesteps: int, cfg_rate: float) -> torch.Tensor:
         """The ODE solve from noise to mel (here cosine Euler with CFG; MeanflowFlow overrides it)."""
         return solve_euler_cfg(self.estimator, noise, mu, spks, cond, mask, n_timesteps, cfg_rate)
+
+    # --- the same solver one step at a time, for rows at their own times (the CFM stage's running batch) --------
+    def time_grid(self, n_timesteps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The solver's times t_0 = 0 .. t_n = 1.  # [n + 1]"""
+        return cosine_time_grid(n_timesteps, dtype, device)
+
+    def step_inputs(self, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> tuple:
+        """What every step of rows [B] reads besides x (here the CFG pair: conditional rows, then zeroed ones)."""
+        return cfg_pair(mu, spks, cond, mask)
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, inputs: tuple, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        """One solver step of rows x [B, 80, L], each from its time t [B] to t_next [B] (`_integrate` takes the same steps)."""
+        return cfg_euler_step(self.estimator, x, *inputs, t, t_next, self.cfg.cfg_rate)
 
     def prompt_cond(self, prompt_feat: torch.Tensor, frames: int) -> torch.Tensor:
         """The estimator's `cond`: the prompt mel [1, 2P, 80] in the first 2P frames, zeros after.  # [1, 80, frames]"""

@@ -86,6 +86,19 @@ class MeanflowFlow(Flow):
     def _integrate(self, noise, mu, spks, cond, mask, n_timesteps: int, cfg_rate: float) -> torch.Tensor:
         return solve_meanflow(self.estimator, noise, mu, spks, cond, mask, n_timesteps)
 
+    # the same steps one at a time, for the CFM stage's running batch (stages/cfm/batch.py)
+    def time_grid(self, n_timesteps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return linear_time_grid(n_timesteps, dtype, device)
+
+    def step_inputs(self, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> tuple:
+        return (mask, mu, spks, cond)  # no CFG rows
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, inputs: tuple, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        mask, mu, spks, cond = inputs
+        v = self.estimator(x, mask, mu, t, spks, cond, t_next)  # [B, 80, L]
+        return x + (t_next - t).view(-1, 1, 1) * v
+
 
 def with_trailing_silence(speech_tokens: torch.Tensor) -> torch.Tensor:
     """[1, N] T3 tokens -> [1, N + 3]: the 3 silence tokens Turbo vocodes after every utterance."""

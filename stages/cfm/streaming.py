@@ -1,7 +1,8 @@
 """Per-request CFM streaming: speech tokens in, final mel frames out.
 
-Driven by the CFM stage process and by the single-process path.
-No sockets: `push` takes token ids, `finish` ends the stream, both return MelChunks.
+Driven by the CFM stage process (batched across requests: `add`, `plan`, `complete`) and by
+the single-process path (`push` takes token ids, `finish` ends the stream, both return
+MelChunks). No sockets.
 
 How frames are cut (docs/streaming.md has the full story):
 - Only valid ids (< 6561) are kept, and they are counted *before* any position is
@@ -23,6 +24,7 @@ from typing import Iterable
 
 import torch
 
+from stages.cfm.batch import run_flow_jobs
 from stages.cfm.conds import FlowConditionals
 from stages.cfm.flow import Flow
 from stages.cfm.noise import NoiseSource
@@ -37,15 +39,37 @@ class MelChunk:
     mel: torch.Tensor  # [80, n] float32 on CPU
 
 
+@dataclass
+class FlowJob:
+    """The inputs of one chunk's flow call (planned from the token count alone) and which of its frames are kept."""
+
+    tokens: torch.Tensor  # [1, T] long: the prompt window, then the request's token window
+    finalize: bool  # the final step: the last tokens have no lookahead to wait for
+    frames: int  # F: mel frames of the call (2T, or 2T - 6 when not finalize)
+    noise: torch.Tensor  # [1, 80, F] float32 CPU: the request's noise at the frames' absolute positions
+    prompt_cond: torch.Tensor  # [1, 80, 2K] the prompt window's mel (the estimator's cond; zeros after it)
+    spks: torch.Tensor  # [1, 80] the projected speaker vector
+    n_timesteps: int  # Euler steps
+    start: int  # index of the first emitted frame within the request's generated mel
+    lo: int  # emitted frames are [lo, hi) of the call's F frames
+    hi: int
+
+
 class CFMStream:
-    """The CFM state of one request."""
+    """The CFM state of one request.
+
+    `push`/`finish` run the flow at once (the single-process path). A stage that batches
+    requests splits each step in two: `add` + `plan`/`plan_final` give the next jobs (cheap:
+    token windows and noise, no model call), the batch runs them (stages/cfm/batch.py), and
+    `complete` crops each job's frames, in plan order. Both ways run the same code.
+    """
 
     def __init__(self, flow: Flow, conds: FlowConditionals, noise: NoiseSource, schedule: ChunkSchedule):
         self.flow, self.noise, self.schedule = flow, noise, schedule
         self.ratio = flow.cfg.token_mel_ratio  # mel frames per token (2)
         p = conds.n_prompt_tokens
         k = p if schedule.prompt_tokens == ALL else min(p, int(schedule.prompt_tokens))
-        self._prompt_tokens = conds.prompt_token[:, p - k :].long()  # [1, K]
+        self._prompt_tokens = conds.prompt_token[:, p - k :].long().cpu()  # [1, K]
         prompt_frames = conds.prompt_feat[:, self.ratio * (p - k) :]  # [1, 2K, 80]
         self._prompt_cond = flow.prompt_cond(prompt_frames, prompt_frames.size(1))  # [1, 80, 2K]
         # Absolute noise positions: prompt frame i is at i, generated frame j at 2P + j.
@@ -56,15 +80,31 @@ class CFMStream:
         self._next_hop = next(self._hops)
         self.tokens: list[int] = []  # valid ids received so far
         self.dropped = 0  # invalid ids received (not part of the audio)
-        self.emitted_tokens = 0  # b_k: tokens whose frames have been emitted
-        self.finished = False
+        self.planned_tokens = 0  # b_k: tokens whose frames are planned (emitted once their job completes)
+        self.frames_out = 0  # frames emitted (jobs completed)
+        self.finished = False  # no more tokens: the final step is planned
 
     @property
     def frames_emitted(self) -> int:
-        return self.ratio * self.emitted_tokens if not self.finished else self.ratio * len(self.tokens)
+        return self.frames_out
 
+    # --- the solo path -------------------------------------------------------------------
     def push(self, ids: Iterable[int]) -> list[MelChunk]:
         """Add token ids; return the chunks that became ready (possibly none)."""
+        self.add(ids)
+        return self._run(list(iter(self.plan, None)))
+
+    def finish(self) -> list[MelChunk]:
+        """End of stream: emit every remaining frame (final step, finalize=True)."""
+        job = self.plan_final()
+        return self._run([job] if job is not None else [])
+
+    def _run(self, jobs: list[FlowJob]) -> list[MelChunk]:
+        return [self.complete(job, run_flow_jobs(self.flow, [job])[0]) for job in jobs]
+
+    # --- plan / complete -----------------------------------------------------------------
+    def add(self, ids: Iterable[int]) -> None:
+        """Take token ids (invalid ones are counted and dropped before they get a position)."""
         if self.finished:
             raise RuntimeError("push after finish")
         for i in ids:
@@ -73,41 +113,50 @@ class CFMStream:
                 self.tokens.append(i)
             else:
                 self.dropped += 1
-        chunks = []
-        while len(self.tokens) >= self.emitted_tokens + self._next_hop + self.schedule.lookahead_tokens:
-            end = self.emitted_tokens + self._next_hop
-            chunks.append(self._run(end, end + self.schedule.lookahead_tokens, finalize=False))
-            self.emitted_tokens = end
-            self._next_hop = next(self._hops)
-        return chunks
 
-    def finish(self) -> list[MelChunk]:
-        """End of stream: emit every remaining frame (final step, finalize=True)."""
+    def plan(self) -> FlowJob | None:
+        """The next chunk whose lookahead has arrived, or None: tokens [b_k, b_k + hop) over exactly the lookahead."""
+        if self.finished or len(self.tokens) < self.planned_tokens + self._next_hop + self.schedule.lookahead_tokens:
+            return None
+        end = self.planned_tokens + self._next_hop
+        job = self._job(end, end + self.schedule.lookahead_tokens, finalize=False)
+        self.planned_tokens = end
+        self._next_hop = next(self._hops)
+        return job
+
+    def plan_final(self) -> FlowJob | None:
+        """End of stream: the final step over every token not yet planned (None if there is none); no more input after it."""
         if self.finished:
-            return []
+            return None
         n = len(self.tokens)
-        chunks = [self._run(n, n, finalize=True)] if n > self.emitted_tokens else []
+        job = self._job(n, n, finalize=True) if n > self.planned_tokens else None
+        self.planned_tokens = n
         self.finished = True
-        return chunks
+        return job
 
-    def _run(self, emit_end: int, input_end: int, finalize: bool) -> MelChunk:
-        """One flow call emitting the frames of tokens [emitted_tokens, emit_end)."""
-        b = self.emitted_tokens
+    def complete(self, job: FlowJob, mel: torch.Tensor) -> MelChunk:
+        """The job's output mel [1, 80, F] -> the chunk of final frames. Jobs complete in plan order."""
+        if job.start != self.frames_out:
+            raise RuntimeError(f"chunk at frame {job.start} completed out of order (expected {self.frames_out})")
+        if mel.size(-1) < job.hi:
+            raise RuntimeError(f"flow returned {mel.size(-1)} frames, need {job.hi}")
+        chunk = MelChunk(start=job.start, mel=mel[0, :, job.lo : job.hi].float().cpu().contiguous())
+        self.frames_out += job.hi - job.lo
+        return chunk
+
+    def _job(self, emit_end: int, input_end: int, finalize: bool) -> FlowJob:
+        """The flow call emitting the frames of tokens [planned_tokens, emit_end) from tokens up to input_end."""
+        b = self.planned_tokens
         ctx = self.schedule.left_context_tokens
         c = 0 if ctx == ALL else max(0, b - int(ctx))  # first generated token re-run
         r = self.ratio
         window = torch.tensor([self.tokens[c:input_end]], dtype=torch.long)  # [1, input_end - c]
         tokens = torch.cat([self._prompt_tokens, window], dim=1)  # [1, K + input_end - c]
-        mu = self.flow.encode(tokens, finalize=finalize)  # [1, 80, F]
-        n_frames = mu.size(-1)
+        n_frames = self.flow.cfg.mel_frames(tokens.size(1), finalize)  # F
         k_frames = self._prompt_cond.size(-1)
         gen_frames = n_frames - k_frames  # generated frames in this call, from token c
-        cond = torch.zeros_like(mu)
-        cond[:, :, :k_frames] = self._prompt_cond
         g0 = self._gen_offset + r * c
         noise = torch.cat([self._prompt_noise, self.noise.frames(g0, g0 + gen_frames)], dim=1).unsqueeze(0)  # [1, 80, F]
-        mel = self.flow.solve(mu, self._spks, cond, noise, n_timesteps=self.schedule.n_timesteps)  # [1, 80, F]
-        lo = k_frames + r * (b - c)
-        hi = k_frames + r * (emit_end - c)
-        assert mel.size(-1) >= hi, f"flow returned {mel.size(-1)} frames, need {hi}"
-        return MelChunk(start=r * b, mel=mel[0, :, lo:hi].float().cpu().contiguous())
+        return FlowJob(tokens=tokens, finalize=finalize, frames=n_frames, noise=noise, prompt_cond=self._prompt_cond,
+                       spks=self._spks, n_timesteps=self.schedule.n_timesteps, start=r * b,
+                       lo=k_frames + r * (b - c), hi=k_frames + r * (emit_end - c))

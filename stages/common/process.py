@@ -35,7 +35,8 @@ next unit of work: `handle` can drop that request's queued work and free its sta
   escaping `work()` is a bug of the stage, not of one request: the stage reports it on the
   control socket and exits (the "engine died" error; the launcher fails its requests).
 * Timing: the seconds of a `handle` call count for its message's request; the seconds of a
-  `work` call are shared equally by the requests its output messages belong to. They travel in
+  `work` call are shared equally by the requests it computed for (`worker.served`, where the
+  worker says: a CFM solver step may send nothing), else by those its output messages belong to. They travel in
   each request's end sentinel (`stats`, see `_Timing`).
 * `close()`: free everything (called once on the way out).
 
@@ -237,9 +238,9 @@ class _Timing:
         f[0] += busy
         f[1] += wire
 
-    def share(self, outs: list[Message], busy: float, wire: float) -> None:
-        """Split one unit of work's seconds equally between the requests it produced messages for."""
-        rids = list(dict.fromkeys(m.rid for m in outs))
+    def share(self, outs: list[Message], busy: float, wire: float, rids: list[str] | None = None) -> None:
+        """Split one unit of work's seconds equally between `rids` (default: the requests it produced messages for)."""
+        rids = list(dict.fromkeys(rids or [m.rid for m in outs]))
         for rid in rids:
             self.add(rid, busy / len(rids), wire / len(rids))
 
@@ -323,8 +324,10 @@ def _loop(worker: StageWorker, pull, push, parent_alive: Callable[[], bool], log
         if worker.busy():
             t1 = time.perf_counter()
             outs = worker.work()
+            served = getattr(worker, "served", None)  # chain stages: the requests the unit computed for (a CFM step may send nothing)
+            if outs or served:
+                timing.share(outs, time.perf_counter() - t1, 0.0, served)  # before sending: an end carries its own unit's time
             if outs:
-                timing.share(outs, time.perf_counter() - t1, 0.0)  # before sending: an end carries its own unit's time
                 sent = _send_all(push, outs, timing, worker.name, log)
                 timing.share([m for m in outs if not _ends(outs, m.rid)], 0.0, sent)
         if not parent_alive():

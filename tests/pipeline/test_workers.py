@@ -10,6 +10,7 @@ from stages.t3.part import load_t3_part
 from stages.cfm.worker import CFMWorker
 from stages.hifigan.worker import HiFiGANWorker
 from stages.t3.worker import T3Worker
+from tests.chain import pump
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +21,7 @@ def chain():
 
 def run(chain, *msgs):
     """Push messages into T3 and let everything flow to the end of the chain; returns what HiFiGAN emits."""
-    t3, cfm, voc = chain
-    out, pending = [], list(msgs)
-    while pending or t3.busy():
-        batch = t3.handle(pending.pop(0)) if pending else t3.work()
-        for m in batch:
-            for m2 in cfm.handle(m):
-                out += voc.handle(m2)
-    return out
+    return pump(chain, *msgs)
 
 
 def test_a_request_flows_through_and_is_freed(chain):
@@ -69,9 +63,8 @@ def test_cancel_frees_every_stage(chain):
 
 def test_mel_chunks_are_contiguous(chain):
     _, cfm, _ = chain
-    msgs = cfm.handle(Request(rid="f", text="", params={"seed": 3, "first_chunk_tokens": 1, "n_timesteps": 1}))
-    msgs += cfm.handle(Tokens(rid="f", start=0, ids=np.arange(20, dtype=np.int64)))
-    msgs += cfm.handle(End(rid="f", totals={"tokens": 20}))
+    msgs = pump([cfm], Request(rid="f", text="", params={"seed": 3, "first_chunk_tokens": 1, "n_timesteps": 1}),
+                Tokens(rid="f", start=0, ids=np.arange(20, dtype=np.int64)), End(rid="f", totals={"tokens": 20}))
     mels = [m for m in msgs if isinstance(m, Mel)]
     assert [m.start for m in mels] == list(np.cumsum([0] + [m.mel.shape[1] for m in mels[:-1]]))
     assert msgs[-1].totals == {"tokens": 20, "frames": 40}
