@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip
 # set-up keeps whatever torch is already importable there.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,17 @@ demo: setup
 	@echo "  bin/tts-pipeline say 'Hello.' | ffplay -nodisp -autoexit -f s16le -ar 24000 -ch_layout mono -" >&2
 	@echo "  bin/tts-pipeline say 'Hello.' | play -q -t raw -e signed -b 16 -r 24000 -c 1 -" >&2
 
-test: setup
+# The HTTP server's browser test drives Debian's headless Chromium with its chromedriver
+# (nothing is downloaded at test time); without them that test fails rather than skips,
+# so `make test` installs them from Debian's packages when they are missing.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing Debian's chromium and chromium-driver for the browser test" >&2; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; \
+	fi
+
+test: setup browser
 	$(PY) -m pytest -q
 
 bench: setup
