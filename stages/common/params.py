@@ -7,6 +7,9 @@ Sampling parameters go to T3 (stages.t3.sampling.SamplingParams), schedule param
 the CFM and vocoder streams (stages.cfm.schedule.ChunkSchedule), `voice` to every stage that
 conditions on the voice (each resolves the name against its own store). The seed is resolved
 once, by whoever accepts the request, so every stage derives its randomness from it.
+`continuation` (a bool, default False) marks a request that continues a stream already
+playing, e.g. segment k > 0 of a long-form request: its first chunk does not take the
+first-chunk priority lane of CFM and HiFiGAN (stages/common/lanes.py). It changes no audio.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from stages.t3.sampling import SamplingParams
 VOICE = "voice"  # the request parameter naming the voice
 DEFAULT_VOICE = "default"  # the name of the checkpoint's own voice (same as no voice)
 MAX_VOICE_CHARS = 64  # voice names are short identifiers
+CONTINUATION = "continuation"  # the request parameter marking a continuation (no first-chunk priority)
 
 
 def check_voice(value: Any) -> str | None:
@@ -38,6 +42,7 @@ class RequestParams:
     sampling: SamplingParams  # seed always resolved
     schedule: ChunkSchedule
     voice: str | None = None  # a stored voice's name; None (or DEFAULT_VOICE) = the checkpoint's own voice
+    continuation: bool = False  # continues a stream already playing: no first-chunk priority lane
 
     @property
     def seed(self) -> int:
@@ -49,14 +54,24 @@ def parse_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedu
     params = dict(params or {})
     names = {f.name for f in fields(SamplingParams)}
     sched_names = {f.name for f in fields(ChunkSchedule)}
-    unknown = sorted(set(params) - names - sched_names - {VOICE})
+    unknown = sorted(set(params) - names - sched_names - {VOICE, CONTINUATION})
     if unknown:
         raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
     sampling = SamplingParams(**{k: v for k, v in params.items() if k in names})
     sampling.validate()
     sampling = replace(sampling, seed=sampling.resolved_seed())
     schedule = ChunkSchedule.from_params(params, default_schedule)
-    return RequestParams(sampling, schedule, check_voice(params.get(VOICE)))
+    return RequestParams(sampling, schedule, check_voice(params.get(VOICE)), is_continuation(params))
+
+
+def is_continuation(params: Mapping[str, Any] | None) -> bool:
+    """The `continuation` parameter: absent/None -> False, else it must be a bool (ValueError names it)."""
+    value = (params or {}).get(CONTINUATION)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValueError(f"continuation must be true or false, got {value!r}")
+    return value
 
 
 def resolve_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedule | None = None) -> dict[str, Any]:
