@@ -59,10 +59,19 @@ class Unit:
     text: str
     params: dict
     pause_before: int = 0  # zero samples written before this unit's audio
+    segments: int = 1  # plan segments it covers (a whole long-form utterance run as one coordinator request: all)
 
     @property
     def last(self) -> bool:
         return self.index == self.count - 1
+
+
+def utterance_unit(plan: LongFormPlan, text: str, utterance: int = 0, pause_first: int = 0) -> Unit:
+    """The whole plan as one long-form request: the coordinator runs its segments (same seed, same pause, same audio)."""
+    from pipeline.longform_coord import LONGFORM, SENTENCE_SILENCE
+
+    params = {**plan.params, "seed": plan.seed, LONGFORM: True, SENTENCE_SILENCE: plan.pause_samples / plan.sample_rate}
+    return Unit(utterance, 0, 1, text, params, pause_first, segments=len(plan.segments))
 
 
 def plan_units(plan: LongFormPlan, utterance: int = 0, pause_first: int = 0) -> list[Unit]:
