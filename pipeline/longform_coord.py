@@ -167,7 +167,9 @@ class LongFormRequests:
             plan = self._staged.pop(rid, None)
         if plan is None:
             return False
-        self.begin(rid, plan)
+        rec = self.coord.records.get(rid)
+        if rec is not None and not rec.done:  # else it ended before it started (every request failed): drop it
+            self.begin(rid, plan)
         return True
 
     def begin(self, rid: str, plan: LongFormPlan) -> None:
@@ -189,9 +191,10 @@ class LongFormRequests:
         return True
 
     def on_finish(self, rid: str) -> None:
-        """The public request ended (any way): cancel its segments still in the stages, free everything."""
-        with self._staged_lock:
-            self._staged.pop(rid, None)
+        """The public request ended (any way): cancel its segments still in the stages, free everything.
+
+        A plan still staged stays until its request comes off the wake socket (`launch` drops it then).
+        """
         lf = self.active.pop(rid, None)
         if lf is None:
             return
