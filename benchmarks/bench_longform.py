@@ -23,7 +23,8 @@ to all its segments). Times are taken where the stream is consumed:
 - time to first audio: start -> first audio chunk;
 - longest gap: the longest stall of a real-time player that starts at the first chunk
   (`benchmarks/harness/metrics.playback`; pauses count as audio, they are delivered as soon
-  as the previous segment ends); total stall; wall time; RTF = wall time / audio duration.
+  as the previous segment ends), and when it began (seconds after the first audio, in the
+  JSON: `max_gap_at_s`); total stall; wall time; RTF = wall time / audio duration.
 Writes markdown (stdout and --out) and JSON beside it, with /proc/loadavg before and after.
 """
 from __future__ import annotations
@@ -75,7 +76,8 @@ def measure(items) -> dict:
     first = next(t for t, n in zip(arrivals, samples) if n)
     stalls = playback(arrivals, durs)
     audio_s = sum(durs)
-    return {"ttfa_s": first, "max_gap_s": max((s for _, s in stalls), default=0.0),
+    worst = max(stalls, key=lambda st: st[1], default=(first, 0.0))
+    return {"ttfa_s": first, "max_gap_s": worst[1], "max_gap_at_s": worst[0] - first,
             "total_stall_s": sum(s for _, s in stalls), "stalls": len(stalls), "wall_s": wall,
             "audio_s": audio_s, "rtf": wall / audio_s, "samples": sum(samples)}
 
