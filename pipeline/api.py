@@ -50,6 +50,7 @@ class Pipeline:
 
     def start(self) -> None:
         self.config.model.check()
+        self.config.check()  # ConfigError (a ValueError) names the setting
         warn_if_builtin(self.config.model)
         self.sockets = SocketFactory()
         try:

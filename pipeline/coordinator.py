@@ -52,6 +52,11 @@ def check_text(text: Any) -> str:
         raise ValueError("text is empty or whitespace only")
     if len(text) > MAX_TEXT_CHARS:
         raise ValueError(f"text is {len(text)} characters, over the limit of {MAX_TEXT_CHARS} (split it into sentences)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: it cannot travel (UTF-8 on the wire)
+        raise ValueError(f"text is not valid Unicode: {e.object[e.start:e.end]!r} at position {e.start} "
+                         "(a lone surrogate) cannot be encoded") from None
     return text
 
 
@@ -105,7 +110,12 @@ class Coordinator:
             if rid in self.records or rid in self.finished:
                 raise ValueError(f"request id {rid!r} is already in use")
             self.records[rid] = Record(rid, sink=sink)
-        self._wake(Request(rid=rid, text=text, params=resolved))
+        try:
+            self._wake(Request(rid=rid, text=text, params=resolved))
+        except BaseException:  # it never left: the id is free again
+            with self.lock:
+                self.records.pop(rid, None)
+            raise
         return rid, sink, resolved
 
     def cancel(self, rid: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -28,8 +29,49 @@ STOP_TIMEOUT_S = 5.0  # SIGTERM, then SIGKILL after this long
 log = logging.getLogger("tts.launcher")
 
 
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
+MAX_PORT = 65535
+# Names the supervisor binds on tcp with a base port: the three stage inputs + control, audio, pub, requests.
+TCP_PORTS_USED = 7
+
+
 class PipelineStartError(RuntimeError):
     """A stage could not start (bad checkpoint, out of memory, ...); the message names the stage."""
+
+
+class ConfigError(ValueError):
+    """A bad setting, found before any process starts; `option` is the setting's name ("threads", "t3_device", ...)."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option, self.reason = option, message
+
+
+def check_device(value: str, option: str = "device") -> str:
+    """`cpu`, `cuda` (the current CUDA device) or `cuda:N`; CUDA ones only where CUDA is there (ConfigError names it)."""
+    m = DEVICE_PATTERN.match(value or "")
+    if m is None or (m.group(1) == "cpu" and m.group(2) is not None):
+        raise ConfigError(option, f"{value!r} is not a device: use cpu, cuda (the current CUDA device) or cuda:N")
+    if m.group(1) == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(option, f"{value}: CUDA is not available on this machine "
+                                      f"(torch {torch.__version__}, {'CUDA ' + torch.version.cuda if torch.version.cuda else 'a CPU-only build'}); use cpu")
+        n = torch.cuda.device_count()
+        if m.group(2) is not None and int(m.group(2)) >= n:
+            raise ConfigError(option, f"{value}: this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1})")
+    return value
+
+
+def max_new_tokens_limit(model: ModelSpec) -> int:
+    """The most speech tokens any request can ask of T3 (the shortest text's room in a KV-cache slot, at most the position table)."""
+    from stages.t3.batch import DEFAULT_MAX_LEN
+    from stages.t3.config import T3Config
+
+    cfg = T3Config.from_checkpoint_dir(model.checkpoint) if model.checkpoint else T3Config.from_name(model.preset)
+    # the last draw is never fed back (stages/t3/batch.py), hence the + 1
+    return min(cfg.max_speech_tokens, DEFAULT_MAX_LEN - cfg.prefill_len(1) + 1)
 
 
 def default_threads_per_stage() -> int:
@@ -49,8 +91,40 @@ class PipelineConfig:
     base_port: int = 0  # tcp: first port; 0 = free ports picked at start
     max_inflight: int = 4  # concurrent requests in T3 (KV-cache slots); more wait in a queue
 
+    restart_budget: int = 5  # restarts of the stages allowed within restart_window_s, then the pipeline gives up
+    restart_window_s: float = 60.0
+
     def device(self, stage: str) -> str:
         return self.devices.get(stage, self.model.device)
+
+    def check(self) -> "PipelineConfig":
+        """Every setting checked before any process starts; ConfigError names the first bad one."""
+        check_device(self.model.device, "device")
+        for stage, dev in self.devices.items():
+            if stage not in STAGES:
+                raise ConfigError("devices", f"unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
+            check_device(dev, f"{stage}_device")
+        for name, value, low in (("threads", self.threads, 0), ("max_inflight", self.max_inflight, 1),
+                                 ("restart_budget", self.restart_budget, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(name, f"must be an integer >= {low}, got {value!r}")
+        for stage, n in self.stage_thread_counts.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ConfigError(f"{stage}_threads", f"must be an integer >= 1, got {n!r}")
+        if self.transport not in ("ipc", "tcp"):
+            raise ConfigError("transport", f"must be ipc or tcp, got {self.transport!r}")
+        if not isinstance(self.base_port, int) or not 0 <= self.base_port <= MAX_PORT - TCP_PORTS_USED + 1:
+            raise ConfigError("port", f"must be 0 (free ports) or 1-{MAX_PORT - TCP_PORTS_USED + 1} "
+                                      f"(the server uses {TCP_PORTS_USED} consecutive ports), got {self.base_port!r}")
+        if self.transport == "tcp" and self.base_port:
+            for port in range(self.base_port, self.base_port + TCP_PORTS_USED):
+                with socket.socket() as s:
+                    try:
+                        s.bind((self.host, port))
+                    except OSError as e:
+                        raise ConfigError("port", f"tcp port {port} on {self.host} is not free ({e.strerror}): "
+                                                  f"is another server running there?") from None
+        return self
 
     def stage_threads(self, stage: str | None = None) -> int:
         if stage in self.stage_thread_counts:
