@@ -262,29 +262,78 @@ def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect
         fail("interrupted", 130)
 
 
+SERVE_POLL_S = 0.1  # how often `serve`'s main thread looks for a signal or a supervisor that gave up
+DEFAULT_DRAIN_TIMEOUT_S = 10.0  # long enough for a typical sentence in flight to finish, short for an orchestrator's stop
+
+
 @main.command()
 @model_options
-def serve(**kw) -> None:
-    """Run the pipeline for remote clients: prints its request and publish endpoints, runs until Ctrl-C / SIGTERM."""
-    _terminate_on_sigterm()
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=DEFAULT_DRAIN_TIMEOUT_S, show_default=True,
+              help="On SIGTERM / Ctrl-C: seconds to let requests in flight finish (new ones get `shutting down`); "
+                   "a second signal stops at once.")
+@click.option("--restart-budget", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Stage restarts allowed within --restart-window; one more death and the server exits non-zero.")
+@click.option("--restart-window", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds over which --restart-budget counts.")
+def serve(drain_timeout, restart_budget, restart_window, **kw) -> None:
+    """Run the pipeline for remote clients: prints its request and publish endpoints, runs until Ctrl-C / SIGTERM.
+
+    A stage that dies is restarted (see --restart-budget). The first SIGTERM / Ctrl-C drains: no
+    new requests, those in flight finish (up to --drain-timeout, then `shutting down` errors),
+    exit 0. A second signal stops at once.
+    """
+    import dataclasses
+    import time
+
+    import zmq
+
     from pipeline.api import Pipeline
     from pipeline.launcher import PipelineStartError
     from stages.common.weights import CheckpointError
 
+    config = dataclasses.replace(build_config(kw), restart_budget=restart_budget, restart_window_s=restart_window)
+    # The handler only appends and sets flags read without locks: it runs in the main thread between
+    # any two bytecodes, so taking a lock there (Event.set) could deadlock against the main thread itself.
+    signals: list[int] = []
+    holder: list[Pipeline] = []
+
+    def on_signal(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            if holder:
+                log(f"{signal.Signals(signum).name}: draining (up to {drain_timeout:g} s); send it again to stop at once")
+            else:
+                raise KeyboardInterrupt  # still starting: nothing to drain
+        elif holder:
+            log("second signal: stopping now")
+            holder[0].force_close()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    tts = Pipeline(config)
     try:
-        config = build_config(kw)
-        with Pipeline(config) as tts:
-            eps = tts.endpoints
-            log(f"requests: {eps['requests']}")
-            log(f"publish: {eps['pub']}")
-            log(f"connect with: tts-pipeline say --connect {eps['requests']} --pub {eps['pub']} TEXT")
-            log("serving; Ctrl-C to stop")
-            while True:
-                signal.pause()  # the coordinator thread does the work; this one waits for Ctrl-C / SIGTERM
+        tts.start()
     except (ValueError, CheckpointError, PipelineStartError) as e:
         fail(str(e))
+    except zmq.ZMQError as e:  # an endpoint could not be bound
+        fail(f"cannot bind the server's endpoints: {e}")
     except KeyboardInterrupt:
-        log("stopped")
+        fail("interrupted during start-up", 130)
+    holder.append(tts)
+    try:
+        eps = tts.endpoints
+        log(f"requests: {eps['requests']}")
+        log(f"publish: {eps['pub']}")
+        log(f"connect with: tts-pipeline say --connect {eps['requests']} --pub {eps['pub']} TEXT")
+        log("serving; Ctrl-C to stop")
+        while not signals and not tts.failed.is_set():
+            time.sleep(SERVE_POLL_S)  # the coordinator thread does the work; this one waits for a signal or a give-up
+    finally:
+        if tts.failed.is_set():
+            tts.close()
+            fail(f"unhealthy: {tts.failure}")
+        tts.close(drain=drain_timeout)
+    log("stopped")
 
 
 @main.command()
