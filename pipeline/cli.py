@@ -375,6 +375,16 @@ def subscribe(endpoint, request_id, write_pcm, fmt, quiet) -> None:
         pass
 
 
+def supervision_info(config) -> dict[str, Any]:
+    """The restart and drain policy (live stage health: Pipeline.status(), the HTTP /readyz and /metrics)."""
+    from pipeline.launcher import RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S, STAGES
+
+    return {"stages": list(STAGES), "restart_budget": config.restart_budget, "restart_window_s": config.restart_window_s,
+            "restart_backoff_s": {"first": RESTART_BACKOFF_S, "max": RESTART_BACKOFF_MAX_S},
+            "drain_timeout_s": DEFAULT_DRAIN_TIMEOUT_S,
+            "health": "Pipeline.status(); `tts-pipeline http`: GET /readyz, /metrics (tts_stage_up, tts_stage_restarts)"}
+
+
 @main.command()
 @model_options
 def info(**kw) -> None:
@@ -401,6 +411,7 @@ def info(**kw) -> None:
                       else f"tcp://{config.host}:{config.base_port}.."},
         "wire_protocol": {"version": PROTOCOL_VERSION, "kinds": sorted(KINDS)},
         "threads_per_stage": config.stage_threads(),
+        "supervision": supervision_info(config),
     }
     click.echo(json.dumps(out, indent=2))
 
