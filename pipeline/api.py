@@ -141,7 +141,7 @@ class Pipeline:
         elif down or restarting:
             name = next(iter(down or restarting))
             state = "restarting"
-            reason = f"stage {name} is restarting" + (f" ({down[name]})" if name in down else "")
+            reason = f"restarting: {down[name]}" if name in down else f"restarting: stage {name} is not running"
         else:
             state, reason = "ready", ""
         return {"state": state, "reason": reason, "stages": {n: h.to_dict() for n, h in stages.items()},

@@ -32,8 +32,8 @@ RESTART_BACKOFF_MAX_S = 8.0  # a stage that keeps dying waits at most this long 
 log = logging.getLogger("tts.launcher")
 
 
-DEVICE_PATTERN = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
-MAX_PORT = 65535
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda)(?::(\d+))?$")  # the devices a stage can run on (torch's spelling)
+MAX_PORT = 65535  # tcp ports are 16-bit
 # Names the supervisor binds on tcp with a base port: the three stage inputs + control, audio, pub, requests.
 TCP_PORTS_USED = 7
 

@@ -75,7 +75,7 @@ def test_starting_busy_and_a_dead_stage():
         assert metric(server.url, "tts_stage_up", stage="t3") == 0 and metric(server.url, "tts_pipeline_ready") == 0
         r = httpx.post(f"{server.url}/v1/audio/speech", json=speech_body(3), timeout=30)
         assert r.status_code == 503 and "retry-after" in r.headers
-        assert r.json()["error"]["message"].startswith(f"restarting: stage t3 (pid {pid}) died")
+        assert r.json()["error"]["message"].startswith(f"not ready: restarting: stage t3 (pid {pid}) died")
         r = wait_for(lambda: (r := httpx.get(f"{server.url}/readyz", timeout=30)).status_code == 200 and r,
                      timeout=120, what="the restarted t3 to be ready")
         assert r.json()["stages"]["t3"] == {"alive": True, "restarts": 1, "state": "up"}
