@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -22,6 +23,7 @@ from pipeline.launcher import STOP_TIMEOUT_S, PipelineConfig, StageSupervisor
 from pipeline.models import ModelSpec, warn_if_builtin
 
 SAMPLE_RATE = 24_000  # Hz, every Chatterbox model's output rate
+log = logging.getLogger("tts.pipeline")
 DRAIN_POLL_S = 0.02  # how often close(drain=...) looks whether the requests in flight are done
 
 
@@ -94,15 +96,14 @@ class Pipeline:
                     while coordinator.in_flight() and time.monotonic() < deadline and not self._force.is_set():
                         time.sleep(DRAIN_POLL_S)
                     left = coordinator.in_flight()
-                    coordinator.fail_all(f"shutting down: the request did not finish within the {drain:g} s drain timeout")
+                    coordinator.fail_all("shutting down: the drain was cut short (stopped at once)" if self._force.is_set() else
+                                         f"shutting down: the request did not finish within the {drain:g} s drain timeout")
                     if left:
-                        import logging
-
-                        logging.getLogger("tts.pipeline").warning("drain timeout: %d request(s) failed with `shutting down`", left)
+                        log.warning("drain ended: %d request(s) failed with `shutting down`", left)
                 else:
                     coordinator.fail_all("shutting down: the pipeline was closed")
             except Exception:  # closing must go on whatever happened to the coordinator
-                pass
+                log.exception("failing the requests in flight on close")
         coordinator, supervisor, sockets = self.coordinator, self.supervisor, self.sockets
         self.coordinator = self.supervisor = self.sockets = None
         try:

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline.client import RemoteClient, RemoteError
 
 from .conftest import CLI, children_of
@@ -111,8 +113,20 @@ def test_a_drain_timeout_shorter_than_the_work_fails_the_rest_with_shutting_down
     assert all(0 < got < 960 * 1400 for _, got, _, _ in results)
 
 
-def test_a_spent_restart_budget_exits_non_zero_with_one_line(tmp_path):
+def test_a_silent_server_times_the_client_out_and_a_spent_budget_exits_non_zero(tmp_path):
     server = Serve(tmp_path, "--restart-budget", "0")
+    # the server goes silent mid-request (stopped, as a hung or unreachable host would be): the client gives up clearly
+    with RemoteClient(server.endpoints["requests"], server.endpoints["publish"], idle_timeout_s=1.0) as client:
+        stream = client.stream("A long one.", seed=1, ignore_eos=True, max_new_tokens=1400, **FAST)
+        next(stream)
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(RemoteError, match=r"^no message from the server for 1 s \(it stopped, or is unreachable\)"):
+                for _ in stream:
+                    pass
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+    # a stage dies with no restart left: one line, exit 1, nothing left behind
     pid = server.stages["tts-hifigan"]
     os.kill(pid, signal.SIGKILL)
     code, err = server.finish()

@@ -83,7 +83,7 @@ def test_a_killed_stage_fails_its_requests_fast_comes_back_and_the_budget_ends_i
             tts.synthesize("Too late.", **FAST)
 
 
-def test_close_fails_what_is_in_flight_and_leaves_no_reader_blocked(tts_owned):
+def test_a_forced_close_fails_what_is_in_flight_and_leaves_no_reader_blocked(tts_owned):
     tts = tts_owned
     handle = tts.submit("A long one.", seed=1, ignore_eos=True, max_new_tokens=1400, **FAST)
     chunks = handle.chunks()
@@ -100,7 +100,12 @@ def test_close_fails_what_is_in_flight_and_leaves_no_reader_blocked(tts_owned):
     reader = threading.Thread(target=read)
     reader.start()
     stages = list(tts.supervisor.pids().values())
-    tts.close(drain=0.05)  # far shorter than the 1400 tokens: the request fails with `shutting down`
+    # a drain far longer than the work, cut short as a second SIGTERM to `serve` does: force_close from another thread
+    closer = threading.Thread(target=tts.close, kwargs={"drain": 3600})
+    closer.start()
+    tts.force_close()
+    closer.join(60)
+    assert not closer.is_alive()
     reader.join(10)
     assert not reader.is_alive() and len(errors) == 1 and errors[0].startswith("pipeline: shutting down")
     assert not set(stages) & set(children_of(os.getpid()))  # every stage process ended (and was reaped)
