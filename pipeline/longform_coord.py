@@ -27,7 +27,11 @@ segment's audio depends on its text and parameters only.
 
 Threads: `prepare` and `stage` run in a caller's thread (planning a long text takes a while
 and must not stall the coordinator); everything else runs in the coordinator's thread,
-which owns the state. The coordinator calls five hooks (see pipeline/coordinator.py).
+which owns the state. The coordinator calls a handful of hooks (see pipeline/coordinator.py):
+`prepare`/`stage`/`unstage` when a request arrives, `launch`/`begin` to start it, `cancel`,
+`on_stage_message` for every message from HiFiGAN, `on_finish` from its `_finish`, and
+`segment_ids` when a stage's death fails every request (so they are cancelled again once
+the stage is back).
 """
 from __future__ import annotations
 
@@ -160,6 +164,11 @@ class LongFormRequests:
         with self._staged_lock:
             self._staged[rid] = plan
 
+    def unstage(self, rid: str) -> None:
+        """The request never reached the coordinator thread: forget its plan."""
+        with self._staged_lock:
+            self._staged.pop(rid, None)
+
     # --- the coordinator thread: the hooks ------------------------------------------------
     def launch(self, rid: str) -> bool:
         """A request arrived on the wake socket: start it if it is a staged long-form request."""
@@ -177,6 +186,11 @@ class LongFormRequests:
         self.active[rid] = lf
         log.info("long-form request %s: %d segments (%s/0...), %d-sample pauses", rid[:64], lf.count, lf.base, plan.pause_samples)
         self._pump(lf)
+
+    def segment_ids(self, rid: str) -> list[str]:
+        """Internal ids of a long-form request's segments still in the stages (none for another request)."""
+        lf = self.active.get(rid)
+        return [seg.rid for seg in lf.inflight if not seg.ended] if lf is not None else []
 
     def cancel(self, rid: str) -> bool:
         """Cancel a long-form request by its public id (False: not one of ours, the coordinator handles it)."""
