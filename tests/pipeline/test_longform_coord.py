@@ -144,10 +144,11 @@ def test_cancelling_the_public_id_cancels_every_segment_and_ends_with_one_cancel
     (r0,) = fake.sent()
     fake.longform.on_stage_message(audio(r0.rid, 0, 960))
     (r1,) = fake.sent()
+    assert fake.longform.segment_ids("pub") == [r0.rid, r1.rid]  # what a stage's death re-cancels after the restart
     assert fake.longform.cancel("pub") and not fake.longform.cancel("pub")
     assert [type(m) for m in fake.out] == [Audio, Cancel] and fake.out[-1].rid == "pub"
     assert {(type(m), m.rid) for m in fake.sent()} == {(Cancel, r0.rid), (Cancel, r1.rid)}
-    assert fake.longform.active == {} and fake.longform.segments == {}
+    assert fake.longform.active == {} and fake.longform.segments == {} and fake.longform.segment_ids("pub") == []
 
 
 def test_lost_audio_is_an_error_not_a_short_stream(fake):
