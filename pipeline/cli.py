@@ -282,6 +282,7 @@ def info(**kw) -> None:
                       else f"tcp://{config.host}:{config.base_port}.."},
         "wire_protocol": {"version": PROTOCOL_VERSION, "kinds": sorted(KINDS)},
         "threads_per_stage": config.stage_threads(),
+        "voices_dir": str(config.voices_root()),  # where --voice / a request's `voice` names are looked up
     }
     click.echo(json.dumps(out, indent=2))
 
