@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import httpx
 import numpy as np
@@ -94,8 +95,10 @@ def test_stored_voice_equals_voice_file_equals_cli(tts, solo, refs, vdir):
     r = run_cli("say", *connect, "--voice", "alice", TEXT)
     assert r.returncode == 0, r.stderr.decode()
     assert np.array_equal(np.frombuffer(r.stdout, np.float32), alice)  # the stages loaded alice from the store
+    shutil.rmtree(vdir / ".cache")  # so that process makes the voice again, in its own front end
     r = run_cli("say", *connect, "--voice-file", str(refs["a"]), "--voices-dir", str(vdir), TEXT)
     assert r.returncode == 0, r.stderr.decode()
+    assert (vdir / ".cache" / handle.params["voice"] / "voice.json").is_file()
     assert np.array_equal(np.frombuffer(r.stdout, np.float32), alice)  # computed in that process, cached by content
 
 
