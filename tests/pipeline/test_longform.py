@@ -144,10 +144,14 @@ def test_same_seed_same_audio_in_one_process_and_three(tts):
     params = {"seed": 21, "ignore_eos": True, "max_new_tokens": 6, **FAST}
     plan = plan_text(ModelSpec(), text, params, sentence_silence=0.05)
     assert len(plan.segments) >= 3
-    torch.set_num_threads(1)  # the stage processes run 1 thread each
     from pipeline.sequential import Engine
 
-    seq = np.concatenate([c.pcm for c in stream_plan(EngineBackend(Engine(ModelSpec())), plan)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the stage processes run 1 thread each
+    try:
+        seq = np.concatenate([c.pcm for c in stream_plan(EngineBackend(Engine(ModelSpec())), plan)])
+    finally:
+        torch.set_num_threads(threads)  # later test modules compute in this process with its own thread count
     mp = synthesize_long(tts, text, sentence_silence=0.05, **params)  # one request, segmented by the coordinator
     assert mp.size == plan.exact_samples and mp.tobytes() == seq.tobytes()
     front = np.concatenate([c.pcm for c in stream_plan(PipelineBackend(tts), plan)])  # segments as separate requests

@@ -25,9 +25,13 @@ def reference(text: str) -> bytes:
     from pipeline.models import ModelSpec
     from pipeline.sequential import Engine
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    params = {"ignore_eos": True, "max_new_tokens": 3, "seed": 4, "n_timesteps": 2}
-    return b"".join(to_int16(c.pcm.numpy()).tobytes() for c in Engine(ModelSpec()).stream(text, params))
+    try:
+        params = {"ignore_eos": True, "max_new_tokens": 3, "seed": 4, "n_timesteps": 2}
+        return b"".join(to_int16(c.pcm.numpy()).tobytes() for c in Engine(ModelSpec()).stream(text, params))
+    finally:
+        torch.set_num_threads(threads)  # later test modules compute in this process with its own thread count
 
 
 def read_exactly(fd, n, deadline):
