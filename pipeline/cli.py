@@ -52,6 +52,8 @@ def model_options(f):
         click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"])),
         click.option("--port", type=int, default=0, help="tcp: first port (0 = free ports)."),
         click.option("--max-inflight", type=int, default=4, show_default=True, help="Concurrent requests in T3."),
+        click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+                     help="Replay the T3 tick and the flow step as CUDA graphs (default: on for CUDA stages; docs/gpu.md)."),
     ]):
         f = opt(f)
     return f
@@ -112,9 +114,20 @@ def build_config(kw: dict[str, Any]):
     spec = ModelSpec(checkpoint=checkpoint, preset=kw.pop("preset"), device=kw.pop("device"), dtype=kw.pop("dtype"))
     devices = {s: d for s in ("t3", "cfm", "hifigan") if (d := kw.pop(f"{s}_device"))}
     t3_threads = kw.pop("t3_threads")
+    options = gpu_stage_options(kw.pop("cuda_graphs", None), spec.device, devices)
     return PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
                           stage_thread_counts={"t3": t3_threads} if t3_threads else {},
-                          base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"))
+                          base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"), stage_options=options)
+
+
+def gpu_stage_options(cuda_graphs: bool | None, device: str, devices: dict[str, str]) -> dict[str, Any]:
+    """--cuda-graphs / --no-cuda-graphs as stage options (absent: each stage decides by its device)."""
+    if cuda_graphs is None:
+        return {}
+    if cuda_graphs and not any(d.startswith("cuda") for d in [device, *devices.values()]):
+        raise click.BadParameter("needs a CUDA stage (--device cuda or --t3-device/--cfm-device cuda)",
+                                 param_hint="--cuda-graphs")
+    return {"cuda_graphs": bool(cuda_graphs)}
 
 
 def download_checkpoint(repo: str) -> str:

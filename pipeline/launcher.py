@@ -48,6 +48,7 @@ class PipelineConfig:
     host: str = "127.0.0.1"
     base_port: int = 0  # tcp: first port; 0 = free ports picked at start
     max_inflight: int = 4  # concurrent requests in T3 (KV-cache slots); more wait in a queue
+    stage_options: dict = field(default_factory=dict)  # extra StageArgs.options for every stage (cuda_graphs: docs/gpu.md)
 
     def device(self, stage: str) -> str:
         return self.devices.get(stage, self.model.device)
@@ -96,7 +97,7 @@ class StageSupervisor:
         for stage in STAGES:
             args = StageArgs(stage=stage, input_endpoint=self.endpoint(stage), output_endpoint=self.endpoint(outputs[stage]),
                              control_endpoint=self.endpoint("control"), model=model, device=self.config.device(stage),
-                             threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight})
+                             threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight, **self.config.stage_options})
             p = ctx.Process(target=entries[stage], args=(args,), name=f"tts-{stage}", daemon=True)
             p.start()
             self.processes[stage] = p

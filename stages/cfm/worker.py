@@ -16,6 +16,7 @@ import numpy as np
 
 from ipc.schema import End, Mel, Message, Request, Tokens
 from stages.cfm.batch import FlowBatch
+from stages.cfm.graphs import attach_flow_graphs, flow_graphs_wanted
 from stages.cfm.part import load_cfm_part, new_cfm_stream
 from stages.cfm.streaming import CFMStream, FlowJob
 from stages.common.chain import ChainWorker, exact_batching, stage_capacity
@@ -122,6 +123,10 @@ class CFMWorker(ChainWorker):
 def make_worker(args: StageArgs) -> CFMWorker:
     worker = CFMWorker(load_cfm_part(ModelSpec(**args.model, device=args.device)), capacity=stage_capacity(args.options),
                        exact=exact_batching(args.options, args.device))
+    # captured solver steps: on CUDA (unless --no-cuda-graphs) with padded batching, every shape at start-up
+    graphs = args.options.get("cuda_graphs") if str(args.device).startswith("cuda") else None
+    if flow_graphs_wanted(args.device, graphs) and not worker.batch.exact:
+        attach_flow_graphs(worker.batch)
     worker.warm_up()
     return worker
 
