@@ -75,6 +75,7 @@ PARAM_OPTIONS = [
     ("--left-context-tokens", str, "Re-run left context in tokens, or 'all' (default 32)."),
     ("--prompt-tokens", str, "Voice-prompt tokens per flow call, or 'all' (default 50)."),
     ("--n-timesteps", int, "Flow solver steps (default 10)."),
+    ("--first-chunk-timesteps", int, "Flow solver steps of the first chunk only (default: --n-timesteps)."),
     ("--vocoder-lookahead-frames", str, "Frames the vocoder holds back, or 'exact' (default exact)."),
 ]
 

@@ -144,6 +144,11 @@ class CFMStream:
         self.frames_out += job.hi - job.lo
         return chunk
 
+    def _steps(self, first_token: int) -> int:
+        """Solver steps of the call emitting from first_token: first_chunk_timesteps for the first chunk, if set."""
+        first = self.schedule.first_chunk_timesteps
+        return first if first is not None and first_token == 0 else self.schedule.n_timesteps
+
     def _job(self, emit_end: int, input_end: int, finalize: bool) -> FlowJob:
         """The flow call emitting the frames of tokens [planned_tokens, emit_end) from tokens up to input_end."""
         b = self.planned_tokens
@@ -158,5 +163,5 @@ class CFMStream:
         g0 = self._gen_offset + r * c
         noise = torch.cat([self._prompt_noise, self.noise.frames(g0, g0 + gen_frames)], dim=1).unsqueeze(0)  # [1, 80, F]
         return FlowJob(tokens=tokens, finalize=finalize, frames=n_frames, noise=noise, prompt_cond=self._prompt_cond,
-                       spks=self._spks, n_timesteps=self.schedule.n_timesteps, start=r * b,
+                       spks=self._spks, n_timesteps=self._steps(b), start=r * b,
                        lo=k_frames + r * (b - c), hi=k_frames + r * (emit_end - c))
