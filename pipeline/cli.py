@@ -54,6 +54,8 @@ def model_options(f):
         click.option("--max-inflight", type=int, default=4, show_default=True, help="Concurrent requests in T3."),
         click.option("--cuda-graphs/--no-cuda-graphs", default=None,
                      help="Replay the T3 tick and the flow step as CUDA graphs (default: on for CUDA stages; docs/gpu.md)."),
+        click.option("--cuda-ipc", is_flag=True,
+                     help="CFM -> HiFiGAN mel as CUDA IPC handles when both run on one CUDA device (docs/gpu.md)."),
     ]):
         f = opt(f)
     return f
@@ -115,20 +117,28 @@ def build_config(kw: dict[str, Any]):
     spec = ModelSpec(checkpoint=checkpoint, preset=kw.pop("preset"), device=kw.pop("device"), dtype=kw.pop("dtype"))
     devices = {s: d for s in ("t3", "cfm", "hifigan") if (d := kw.pop(f"{s}_device"))}
     t3_threads = kw.pop("t3_threads")
-    options = gpu_stage_options(kw.pop("cuda_graphs", None), spec.device, devices)
+    options = gpu_stage_options(kw.pop("cuda_graphs", None), spec.device, devices, kw.pop("cuda_ipc", False))
     return PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
                           stage_thread_counts={"t3": t3_threads} if t3_threads else {},
                           base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"), stage_options=options)
 
 
-def gpu_stage_options(cuda_graphs: bool | None, device: str, devices: dict[str, str]) -> dict[str, Any]:
-    """--cuda-graphs / --no-cuda-graphs as stage options (absent: each stage decides by its device)."""
-    if cuda_graphs is None:
-        return {}
-    if cuda_graphs and not any(d.startswith("cuda") for d in [device, *devices.values()]):
-        raise click.BadParameter("needs a CUDA stage (--device cuda or --t3-device/--cfm-device cuda)",
-                                 param_hint="--cuda-graphs")
-    return {"cuda_graphs": bool(cuda_graphs)}
+def gpu_stage_options(cuda_graphs: bool | None, device: str, devices: dict[str, str],
+                      cuda_ipc: bool = False) -> dict[str, Any]:
+    """--cuda-graphs / --no-cuda-graphs and --cuda-ipc as stage options (absent: each stage decides by its device)."""
+    options: dict[str, Any] = {}
+    if cuda_graphs is not None:
+        if cuda_graphs and not any(d.startswith("cuda") for d in [device, *devices.values()]):
+            raise click.BadParameter("needs a CUDA stage (--device cuda or --t3-device/--cfm-device cuda)",
+                                     param_hint="--cuda-graphs")
+        options["cuda_graphs"] = bool(cuda_graphs)
+    if cuda_ipc:
+        cfm, hifigan = devices.get("cfm", device), devices.get("hifigan", device)
+        if not cfm.startswith("cuda") or cfm != hifigan:
+            raise click.BadParameter(f"needs CFM and HiFiGAN on one CUDA device (they run on {cfm} and {hifigan})",
+                                     param_hint="--cuda-ipc")
+        options["cuda_ipc"] = True
+    return options
 
 
 def download_checkpoint(repo: str) -> str:

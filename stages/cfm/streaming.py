@@ -134,13 +134,15 @@ class CFMStream:
         self.finished = True
         return job
 
-    def complete(self, job: FlowJob, mel: torch.Tensor) -> MelChunk:
-        """The job's output mel [1, 80, F] -> the chunk of final frames. Jobs complete in plan order."""
+    def complete(self, job: FlowJob, mel: torch.Tensor, on_device: bool = False) -> MelChunk:
+        """The job's output mel [1, 80, F] -> the chunk of final frames. Jobs complete in plan order.
+        on_device: keep the chunk on the flow's device (a CUDA IPC hand-off, ipc/cuda_ipc.py), else on the CPU."""
         if job.start != self.frames_out:
             raise RuntimeError(f"chunk at frame {job.start} completed out of order (expected {self.frames_out})")
         if mel.size(-1) < job.hi:
             raise RuntimeError(f"flow returned {mel.size(-1)} frames, need {job.hi}")
-        chunk = MelChunk(start=job.start, mel=mel[0, :, job.lo : job.hi].float().cpu().contiguous())
+        frames = mel[0, :, job.lo : job.hi].float()
+        chunk = MelChunk(start=job.start, mel=(frames if on_device else frames.cpu()).contiguous())
         self.frames_out += job.hi - job.lo
         return chunk
 
