@@ -112,7 +112,7 @@ class TickGraphs:
         index = torch.where(valid, bt.draws[:b] - 1, 0)
         pos = torch.where(valid, bt.pos[:b], 0)  # padding slots: cache position 0 of their own (free) rows
         x = m.step_inputs(tokens, index)  # [b*r, 1, D]
-        positions = pos.repeat_interleave(r).unsqueeze(1)  # [b*r, 1]
+        positions = pos[:, None].expand(b, r).reshape(b * r, 1)  # [b*r, 1]: each slot's position on its rows
         padded = bt._decode_rows(b * r)  # the eager tick's row padding (MIN_DECODE_ROWS / row_buckets)
         if padded > b * r:
             x = torch.cat((x, x.new_zeros(padded - b * r, 1, x.shape[-1])))
