@@ -45,9 +45,10 @@ KNOBS = [{"first_chunk_tokens": f, "first_chunk_timesteps": s, "vocoder_lookahea
 # The rehearsal has no budget: it runs every section once, to prove the code paths, and measures nothing.
 FULL = dict(preset="chatterbox", dtype="bfloat16", concurrency=(1, 8, 32, 64), tokens=100, single_reps=5, ticks=20,
             t3_buckets=(1, 2, 4, 8, 16, 32, 64), n_timesteps=10, ipc_chunks=30, budget_s=380, reps=4, knobs=KNOBS,
-            mode_min_s=40, cell_min_s=15)
+            knob_reps=3, mode_min_s=40, cell_min_s=15)
 DRY = dict(preset="tiny", dtype="float32", concurrency=(1, 2), tokens=12, single_reps=1, ticks=3, t3_buckets=(1, 2),
-           n_timesteps=2, ipc_chunks=3, budget_s=math.inf, reps=2, knobs=[KNOBS[0], KNOBS[-1]], mode_min_s=0, cell_min_s=0)
+           n_timesteps=2, ipc_chunks=3, budget_s=math.inf, reps=2, knobs=[KNOBS[0], KNOBS[-1]], knob_reps=1,
+           mode_min_s=0, cell_min_s=0)
 
 
 def sync(device) -> None:
@@ -309,7 +310,7 @@ def bench_pipeline(a, budget_left) -> dict:
                     if budget_left() < a.cell_min_s:
                         break
                     extra = {k: v for k, v in knobs.items() if v is not None}
-                    cell = _cell(pipe, mode, 1, a.single_reps, a.tokens, extra)
+                    cell = _cell(pipe, mode, 1, a.knob_reps, a.tokens, extra)
                     out["knobs"].append({**knobs, "ttfb_p50_ms": cell["ttfb_p50_ms"], "ttfb_p95_ms": cell["ttfb_p95_ms"]})
             out["modes"][mode] = res
         finally:
