@@ -16,6 +16,7 @@
 # tests/benchmarks/test_gpu_check_dryrun.py runs it), so the next lent GPU machine runs it unchanged.
 #
 # Usage: benchmarks/gpu_check.sh [--cpu-dry-run] [--out DIR] [--wheels DIR] [--skip-tests] [--budget-s N]
+#        (GPU_BENCH_ARGS="--sections t3,pipeline" passes arguments on to gpu_bench.py: a shorter rerun)
 # Exit status: 0 when the tests passed and every benchmark section ran; 1 otherwise (the files say what failed).
 set -uo pipefail
 
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS="$2"; shift ;;
     --skip-tests) SKIP_TESTS=1 ;;
     --budget-s) BUDGET="$2"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -124,6 +125,8 @@ else
   [ -z "$BUDGET" ] && BUDGET=$(( LEFT - 60 ))  # new sections stop starting here; the last one may take a minute
 fi
 [ -n "$BUDGET" ] && ARGS+=(--budget-s "$BUDGET")
+# shellcheck disable=SC2206
+[ -n "${GPU_BENCH_ARGS:-}" ] && ARGS+=($GPU_BENCH_ARGS)  # e.g. "--sections t3,pipeline" for a shorter rerun
 say "benchmark: $LEFT s left of ${TOTAL_LIMIT_S} s${BUDGET:+; sections start until ${BUDGET} s}"
 timeout "$LEFT" "$PY" benchmarks/gpu_bench.py "${ARGS[@]}" >"$OUT_DIR/gpu-bench.log" 2>&1
 RC=$?
