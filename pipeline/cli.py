@@ -52,6 +52,8 @@ def model_options(f):
         click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"])),
         click.option("--port", type=int, default=0, help="tcp: first port (0 = free ports)."),
         click.option("--max-inflight", type=int, default=4, show_default=True, help="Concurrent requests in T3."),
+        click.option("--max-queue", type=int, default=60, show_default=True,
+                     help="Requests admitted beyond --max-inflight (waiting for a slot); past both: 'server busy'."),
     ]):
         f = opt(f)
     return f
@@ -114,7 +116,7 @@ def build_config(kw: dict[str, Any]):
     t3_threads = kw.pop("t3_threads")
     return PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
                           stage_thread_counts={"t3": t3_threads} if t3_threads else {},
-                          base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"))
+                          base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"), max_queue=kw.pop("max_queue"))
 
 
 def download_checkpoint(repo: str) -> str:

@@ -20,6 +20,7 @@ from ipc.schema import Error, ProtocolError, Ready
 from ipc.sockets import SocketFactory
 from pipeline.models import ModelSpec
 from stages.cfm.schedule import ChunkSchedule
+from stages.common.chain import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE
 from stages.common.process import StageArgs
 
 STAGES = ("t3", "cfm", "hifigan")  # in chain order
@@ -47,7 +48,8 @@ class PipelineConfig:
     transport: str = "ipc"
     host: str = "127.0.0.1"
     base_port: int = 0  # tcp: first port; 0 = free ports picked at start
-    max_inflight: int = 4  # concurrent requests in T3 (KV-cache slots); more wait in a queue
+    max_inflight: int = DEFAULT_MAX_INFLIGHT  # concurrent requests in T3 (KV-cache slots); more wait in a queue
+    max_queue: int = DEFAULT_MAX_QUEUE  # requests admitted beyond those (waiting for a slot); past both: "server busy"
 
     def device(self, stage: str) -> str:
         return self.devices.get(stage, self.model.device)
@@ -96,7 +98,7 @@ class StageSupervisor:
         for stage in STAGES:
             args = StageArgs(stage=stage, input_endpoint=self.endpoint(stage), output_endpoint=self.endpoint(outputs[stage]),
                              control_endpoint=self.endpoint("control"), model=model, device=self.config.device(stage),
-                             threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight})
+                             threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight, "max_queue": self.config.max_queue})
             p = ctx.Process(target=entries[stage], args=(args,), name=f"tts-{stage}", daemon=True)
             p.start()
             self.processes[stage] = p
