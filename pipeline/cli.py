@@ -272,7 +272,7 @@ def info(**kw) -> None:
         "schedule_defaults": ChunkSchedule().to_dict(),
         "endpoints": {"transport": config.transport,
                       "requests": "ROUTER (DEALER clients send `request`, get `accepted` or `error`)",
-                      "pub": "XPUB (topic = request id; `welcome` on subscribe)",
+                      "pub": "XPUB (topic = request id + NUL byte; `welcome` on subscribe)",
                       "where": "printed by `tts-pipeline serve`" if config.transport == "ipc" or not config.base_port
                       else f"tcp://{config.host}:{config.base_port}.."},
         "wire_protocol": {"version": PROTOCOL_VERSION, "kinds": sorted(KINDS)},

@@ -56,9 +56,10 @@ from stages.common.params import resolve_params
 from stages.cfm.schedule import ChunkSchedule
 
 REPLAY_FINISHED = 64  # finished requests kept for late subscribers (their messages re-published on subscribe)
-# Replay memory: one request keeps at most 8 MiB of published frames (~87 s of float32 audio, above the
-# 1000-token default cap); past that it is not replayed at all (a partial replay would have a hole).
-REPLAY_BYTES_PER_REQUEST = 8 << 20
+# Replay memory: one request keeps at most 4 MiB of published frames (~43 s of float32 audio: the 1000-token
+# default cap fits); past that it is not replayed at all (a partial replay would have a hole). With the
+# admission limit this bounds the live requests' buffers too (max_inflight + max_queue times this).
+REPLAY_BYTES_PER_REQUEST = 4 << 20
 REPLAY_BYTES_FINISHED = 64 << 20  # finished requests' replay buffers together; the oldest go first
 MAX_REPLAYS = 4  # re-publications of one request (each goes to every subscriber of its topic)
 # XPUB queue per subscriber, in messages (ZeroMQ counts messages, not bytes): a default-schedule chunk

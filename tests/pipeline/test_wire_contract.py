@@ -136,7 +136,7 @@ def test_error_replies_echo_the_rid_and_fit_the_wire(tts, sockets):
         "no-tensors": {k: v for k, v in {**good, "rid": "no-tensors"}.items() if k != "tensors"},
         "huge-value": {**good, "rid": "huge-value", "params": {"temperature": "t" * 100_000}},
         "nested": {**good, "rid": "nested", "params": {"seed": [1, 2]}},
-        "bad-seed": {**good, "rid": "bad-seed", "params": {"seed": 2**64}},
+        "bad-seed": {**good, "rid": "bad-seed", "params": {"seed": 2**63}},
     }
     for rid, header in cases.items():
         d.send_multipart([msgpack.packb(header)])
@@ -147,7 +147,7 @@ def test_error_replies_echo_the_rid_and_fit_the_wire(tts, sockets):
     assert reply_to(d).rid == UNREADABLE_RID
 
 
-def malformed(n: int, seed: int, kind: str) -> list[list[bytes]]:
+def malformed(n: int, seed: int, kind: str, router: bool = False) -> list[list[bytes]]:
     """Random bytes, truncated MessagePack, wrong types, big frames, unknown kinds, other versions, foreign kinds."""
     rng = np.random.default_rng(seed)
     proto = {"request": framing.encode(Request(rid="m", text="Hi.", params={"seed": 1})),
@@ -177,7 +177,7 @@ def malformed(n: int, seed: int, kind: str) -> list[list[bytes]]:
         lambda k: [msgpack.packb({**header, "rid": rid(k)}) + b"\x00trailing", *rest],
         lambda k: [bytes(f) for f in framing.encode(Error(rid=rid(k), stage="x", message="y" * 16_000))],
     ]
-    if kind == "request":  # requests that decode but are refused (never admitted: no synthesis starts)
+    if router:  # requests that decode but the coordinator refuses (never admitted: no synthesis starts)
         makers += [
             lambda k: [msgpack.packb({**header, "rid": rid(k), "params": {"temperature": -float(k + 1)}})],
             lambda k: [msgpack.packb({**header, "rid": rid(k), "text": " " * int(rng.integers(1, 9))})],
@@ -197,7 +197,7 @@ def malformed(n: int, seed: int, kind: str) -> list[list[bytes]]:
 
 def test_malformed_messages_get_replies_and_kill_nothing(tts, sockets):
     d = dealer(sockets, tts)
-    garbage = malformed(MALFORMED, 1, "request")
+    garbage = malformed(MALFORMED, 1, "request", router=True)
     for start in range(0, MALFORMED, BATCH):  # every one gets exactly one error reply, within the wire's limits
         batch = garbage[start:start + BATCH]
         for frames in batch:
@@ -259,3 +259,27 @@ def test_cancels_under_load_cut_work_and_leave_the_others_bit_identical(tts):
         solo = tts.synthesize(f"Request number {i}.", **jobs[i])
         assert audio[i].tobytes() == solo.tobytes(), f"request {i} differs from its solo run"
     assert tts.coordinator.held() == 0
+
+
+def test_replays_are_bounded_and_the_publisher_queue_is_bounded(tts, sockets):
+    from pipeline.coordinator import MAX_REPLAYS, PUB_HWM
+
+    assert tts.coordinator.pub.getsockopt(zmq.SNDHWM) == PUB_HWM
+    handle = tts.submit("Replay me.", rid="replayed", seed=8, ignore_eos=True, max_new_tokens=9, **FAST)
+    n = len(list(handle.chunks())) + 1  # its audio chunks and its end
+    sub = sockets.socket("SUB", tts.endpoints["pub"], RCVTIMEO=TIMEOUT_MS)
+    counts = {"welcome": 0, "replayed": 0}
+    for _ in range(MAX_REPLAYS + 2):  # the same subscription again and again: each gets a welcome, replays stop
+        sub.setsockopt(zmq.SUBSCRIBE, topic("replayed"))
+        while True:
+            _, msg = framing.recv_published(sub)
+            if isinstance(msg, Welcome):
+                counts["welcome"] += 1
+                break
+            counts["replayed"] += 1
+    sub.setsockopt(zmq.RCVTIMEO, 300)
+    with pytest.raises(zmq.Again):
+        while True:
+            framing.recv_published(sub)
+            counts["replayed"] += 1
+    assert counts == {"welcome": MAX_REPLAYS + 2, "replayed": MAX_REPLAYS * n}
