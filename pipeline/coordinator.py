@@ -361,10 +361,10 @@ class Coordinator:
         with self.lock:
             self.records.pop(rec.rid, None)
             self.finished[rec.rid] = rec
-            if release and not rec.cancelling and not self.dead:
+            if release and not self.dead:
                 self.releasing[rec.rid] = time.monotonic() + RELEASE_TIMEOUT_S
             self._trim_finished()
-        if release and not rec.cancelling and not self.dead:
+        if release and not rec.cancelling and not self.dead:  # (a cancel already on its way frees it as well)
             self._to_t3(Cancel(rid=rec.rid))
 
     def _trim_finished(self) -> None:
@@ -390,12 +390,13 @@ class Coordinator:
             for frames in list(rec.published):
                 sock.send_multipart([topic(rec.rid), *frames], copy=False)
 
-    def _reply(self, identity: bytes, msg: Message) -> bool:
+    def _reply(self, identity: bytes, msg: Message, quiet: bool = False) -> bool:
         """Send to one remote connection without waiting; False when that connection is gone."""
         try:
             self.remote.send_multipart([identity, *framing.encode(msg)], flags=zmq.NOBLOCK)
         except zmq.Again:  # that client does not read its replies: its loss, never our wait
-            log.warning("could not send %s to a remote client (its queue is full)", msg.KIND)
+            if not quiet:
+                log.warning("could not send %s to a remote client (its queue is full)", msg.KIND)
         except zmq.ZMQError as e:
             if e.errno != zmq.EHOSTUNREACH:
                 raise
@@ -405,7 +406,7 @@ class Coordinator:
 
     def _probe_owners(self) -> None:
         for identity in {rec.owner for rec in self.records.values() if rec.owner is not None and not rec.cancelling}:
-            self._reply(identity, Welcome(rid="*"))
+            self._reply(identity, Welcome(rid="*"), quiet=True)  # a full queue: the client is there, just not reading
 
     def _on_remote(self, sock) -> None:
         identity, *frames = sock.recv_multipart(copy=False)

@@ -9,7 +9,7 @@ import pytest
 
 from ipc import framing
 from ipc.schema import Accepted, Error, Request
-from ipc.sockets import SocketFactory
+from ipc.sockets import HWM_PIPELINE, SocketFactory
 from pipeline.api import Pipeline
 from pipeline.coordinator import ServerBusy
 from pipeline.http.backend import error_kind, is_busy
@@ -23,6 +23,7 @@ MAX_INFLIGHT, MAX_QUEUE = 4, 16
 FLOOD = 100  # requests submitted at once
 BUSY = re.compile(rf"^server busy: {MAX_INFLIGHT} active, {MAX_QUEUE} queued\b")
 REPLY_TIMEOUT_MS = 30_000
+LONE_QUEUE = 98  # a limit of 100 requests: with their cancels, more than ZeroMQ queues for a peer that is not there
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,47 @@ def test_every_stage_bound_is_derived_from_the_admission_limits():
     config = PipelineConfig(max_inflight=3, max_queue=5)
     assert stage_capacity({"max_inflight": config.max_inflight, "max_queue": config.max_queue}) == 8
     assert (DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE) == (PipelineConfig().max_inflight, PipelineConfig().max_queue)
+
+
+@pytest.fixture
+def lone_coordinator():
+    """A coordinator with no stages behind it: T3's socket has no peer, so nothing sent to T3 is ever taken."""
+    from ipc.endpoints import Endpoints
+    from pipeline.coordinator import Coordinator
+
+    eps = Endpoints("ipc")
+    with SocketFactory(eps, linger_ms=0) as sockets:
+        coordinator = Coordinator(sockets, eps, max_inflight=2, max_queue=LONE_QUEUE)
+        coordinator.start()
+        try:
+            yield coordinator
+        finally:
+            coordinator.stop()
+
+
+def test_the_limit_is_exact_and_the_coordinator_never_blocks_on_a_stage_that_takes_nothing(lone_coordinator):
+    """T3 takes nothing (as when it died): requests and cancels wait in the outbox, replies still come at once."""
+    from ipc.schema import Cancel
+
+    with SocketFactory(linger_ms=0) as sockets:
+        d = sockets.socket("DEALER", lone_coordinator.endpoints["requests"])
+        def reply():
+            assert d.poll(REPLY_TIMEOUT_MS), "the coordinator stopped answering"
+            return framing.recv(d)
+
+        limit = 2 + LONE_QUEUE
+        for i in range(limit + 3):
+            framing.send(d, Request(rid=f"r{i}", text="Wait.", params={"seed": i}))
+            framing.send(d, Cancel(rid=f"r{i}"))  # taken without a reply while r{i} is held
+            first = reply()
+            if i < limit:
+                assert isinstance(first, Accepted) and first.rid == f"r{i}"
+            else:  # refused before `accepted`; so the cancel is of an id the server does not know
+                assert isinstance(first, Error) and first.message.startswith(f"server busy: 2 active, {LONE_QUEUE} queued")
+                second = reply()
+                assert isinstance(second, Error) and "not a request of this server" in second.message
+        assert lone_coordinator.held() == limit  # cancels free nothing until they have come back through the stages
+        with pytest.raises(ServerBusy, match=f"server busy: 2 active, {LONE_QUEUE} queued"):
+            lone_coordinator.submit("In-process too.", {"seed": 1})
+        # ZeroMQ queues up to its high-water mark for the absent peer; the rest waits in the outbox, in order
+        assert len(lone_coordinator.outbox) >= 2 * limit - 2 * HWM_PIPELINE
