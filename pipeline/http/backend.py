@@ -191,8 +191,9 @@ class RemoteSynthesis(Synthesis):
             if self._cancel.is_set():
                 return  # close() then sends the cancel, from this thread (sockets are single-threaded)
             yield msg.start, np.asarray(msg.pcm, dtype=np.float32)
-        # RemoteClient ends quietly on an end or a cancel; a cancel we did not send is not expected
-        self.completed = not self._cancel.is_set()
+        # RemoteClient ends quietly on an end, its reason stop, length or cancelled (client.last_end)
+        end = self.client.last_end
+        self.completed = not self._cancel.is_set() and end is not None and end.reason != "cancelled"
 
     def cancel(self) -> None:
         # Takes effect at the next message from the server: the client's sockets belong to the iterating thread.
