@@ -52,7 +52,7 @@ def model_options(f):
         click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"])),
         click.option("--port", type=int, default=0, help="tcp: first port (0 = free ports)."),
         click.option("--max-inflight", type=int, default=4, show_default=True, help="Concurrent requests in T3."),
-        click.option("--max-queue", type=int, default=60, show_default=True,
+        click.option("--max-queue", type=click.IntRange(min=0), default=60, show_default=True,
                      help="Requests admitted beyond --max-inflight (waiting for a slot); past both: 'server busy'."),
     ]):
         f = opt(f)

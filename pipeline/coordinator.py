@@ -258,7 +258,10 @@ class Coordinator:
                     poller.unregister(self.to_t3)
             if time.monotonic() >= self._next_probe:
                 self._next_probe = time.monotonic() + PROBE_INTERVAL_S
-                self._probe_owners()
+                try:
+                    self._probe_owners()
+                except Exception:  # never let the probe take the coordinator down
+                    log.exception("probing remote clients failed")
             for sock, _ in poller.poll(100):
                 try:
                     if sock is self.to_t3:
@@ -405,12 +408,18 @@ class Coordinator:
         return True
 
     def _probe_owners(self) -> None:
-        for identity in {rec.owner for rec in self.records.values() if rec.owner is not None and not rec.cancelling}:
+        with self.lock:  # callers' threads add records meanwhile
+            owners = {rec.owner for rec in self.records.values() if rec.owner is not None and not rec.cancelling}
+        for identity in owners:
             self._reply(identity, Welcome(rid="*"), quiet=True)  # a full queue: the client is there, just not reading
 
     def _on_remote(self, sock) -> None:
         identity, *frames = sock.recv_multipart(copy=False)
         identity = bytes(identity.buffer)
+        if len(frames) > 1 and len(frames[0]) == 0:  # a REQ-style envelope: say so rather than "not MessagePack"
+            self._reply(identity, _error(readable_rid(frames[1:]), "the first frame is empty: a DEALER message is "
+                                         "[header] with no empty delimiter frame (docs/wire-protocol.md, Frames)"))
+            return
         try:
             msg = framing.decode(frames)
         except ProtocolError as e:
@@ -453,7 +462,8 @@ class Coordinator:
 
     def _disconnected(self, identity: bytes) -> None:
         """A remote connection went away: its requests are cancelled (nobody can cancel them any more)."""
-        mine = [rec for rec in self.records.values() if rec.owner == identity]
+        with self.lock:
+            mine = [rec for rec in self.records.values() if rec.owner == identity]
         if mine:
             log.info("a remote client disconnected: cancelling its %d request(s)", len(mine))
         for rec in mine:

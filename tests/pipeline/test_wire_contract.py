@@ -145,6 +145,9 @@ def test_error_replies_echo_the_rid_and_fit_the_wire(tts, sockets):
         assert len(err.message) <= ERROR_TEXT_CHARS
     d.send_multipart([b"\xc1 not msgpack"])
     assert reply_to(d).rid == UNREADABLE_RID
+    d.send_multipart([b"", msgpack.packb({**good, "rid": "req-style"})])  # a REQ envelope: the reply says what is wrong
+    err = reply_to(d, "req-style")
+    assert isinstance(err, Error) and "no empty delimiter frame" in err.message
 
 
 def malformed(n: int, seed: int, kind: str, router: bool = False) -> list[list[bytes]]:
