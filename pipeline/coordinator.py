@@ -294,6 +294,8 @@ class Coordinator:
             rec = self.records.get(msg.rid)
             if rec is not None:
                 self._cancel(rec)
+            else:  # ended here already: still passed on, so a stage that holds leftovers frees them (harmless otherwise)
+                self._to_t3(msg)
         elif isinstance(msg, Error):  # a stage died
             self._fail_everything(msg.message)
 
