@@ -109,6 +109,11 @@ def check_text(text: Any) -> str:
         raise ValueError("text is empty or whitespace only")
     if len(text) > MAX_TEXT_CHARS:
         raise ValueError(f"text is {len(text)} characters, over the limit of {MAX_TEXT_CHARS} (split it into sentences)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: it cannot travel (UTF-8 on the wire)
+        raise ValueError(f"text is not valid Unicode: {e.object[e.start:e.end]!r} at position {e.start} "
+                         "(a lone surrogate) cannot be encoded") from None
     return text
 
 
@@ -176,7 +181,10 @@ class Coordinator:
         self.releasing: dict[str, float] = {}  # rid -> deadline: failed here, its cancel still on its way through the stages
         self.outbox: deque[list[Any]] = deque()  # encoded messages for T3 it did not take yet (never block on it)
         self.lock = threading.Lock()
-        self.dead: str | None = None  # set when a stage died: every request fails from then on
+        self.dead: str | None = None  # set when the supervisor gave up: every request fails from then on
+        self.draining: str | None = None  # set by Pipeline.close(drain=...): new requests are refused
+        self.down: dict[str, str] = {}  # stage -> why it is down, while the supervisor restarts it
+        self._orphans: list[str] = []  # requests failed by a stage's death: cancelled again once it is back
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tts-coordinator", daemon=True)
 
@@ -195,20 +203,72 @@ class Coordinator:
         sink: queue.Queue[Message] = queue.Queue()
         with self.lock:
             self._admit(Record(rid, sink=sink))
-        self._wake(Request(rid=rid, text=text, params=resolved))
+        try:
+            self._wake(Request(rid=rid, text=text, params=resolved))
+        except BaseException:  # it never left: the id is free again
+            with self.lock:
+                self.records.pop(rid, None)
+            raise
         return rid, sink, resolved
 
     def cancel(self, rid: str) -> None:
         """Cancel an in-process request (idempotent; a request already ended is left alone)."""
-        self._wake(Cancel(rid=rid))
+        if self._stop.is_set():
+            return  # stopped: the request was failed with `shutting down` and the stages are gone
+        try:
+            self._wake(Cancel(rid=rid))
+        except zmq.ZMQError:  # closed under us by a concurrent close(): nothing left to cancel
+            pass
 
     def held(self) -> int:
         """Requests counted against the admission limit: not yet ended, or still being freed in the stages."""
         with self.lock:
             return self._held()
 
-    def stage_died(self, stage: str, pid: int, exitcode: int | None) -> None:
-        self._wake(Error(rid=stage, stage=stage, message=f"stage {stage} (pid {pid}) died (exit code {exitcode})"))
+    # --- shutdown (called by Pipeline.close) ---------------------------------------------
+    def in_flight(self) -> int:
+        with self.lock:
+            return len(self.records)
+
+    def fail_all(self, message: str, wait_s: float = 1.0) -> None:
+        """Fail every request still in flight with `message` (published too), waiting up to wait_s for the coordinator thread to do it."""
+        if self._thread.is_alive():
+            self._wake(Error(rid="pipeline", stage="pipeline", message=message))
+            deadline = time.monotonic() + wait_s
+            while self.in_flight() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the coordinator thread is failing them (one wake message, microseconds each)
+
+    # --- supervision (called from the supervisor's watcher thread) ------------------------
+    def _check_up(self) -> None:
+        """Under self.lock: RequestError unless every stage is up (`restarting` while one is restarted)."""
+        if self.dead:
+            raise RequestError(self.dead)
+        if self.draining:
+            raise RequestError(f"shutting down: {self.draining}")
+        if self.down:
+            stage, why = next(iter(self.down.items()))
+            raise RequestError(f"restarting: {why}; the stage is being restarted, retry in a few seconds")
+
+    def stage_died(self, stage: str, message: str) -> None:
+        """A stage died: refuse new requests until it is back, fail every request in flight (naming it)."""
+        with self.lock:
+            self.down[stage] = message
+        self._wake(Error(rid=stage, stage=stage, message=message))
+
+    def stage_ready(self, stage: str) -> None:
+        """A restarted stage is up: cancel the failed requests once more (the chain frees what it still holds), then accept."""
+        with self.lock:
+            orphans, self._orphans = self._orphans, []
+        for rid in orphans:
+            self._wake(Cancel(rid=rid))
+        with self.lock:
+            self.down.pop(stage, None)
+
+    def give_up(self, message: str) -> None:
+        """The supervisor stopped restarting: every request fails from now on."""
+        with self.lock:
+            self.dead = message
+        self._wake(Error(rid="pipeline", stage="pipeline", message=message))
 
     def _wake(self, msg: Message) -> None:
         with self._wake_lock:
@@ -218,6 +278,11 @@ class Coordinator:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5.0)
+        with self.lock:  # a consumer still reading must not block forever on a sink nobody fills
+            live, self.records = list(self.records.values()), {}
+        for rec in live:
+            if rec.sink is not None:
+                rec.sink.put(Error(rid=rec.rid, stage="pipeline", message="shutting down: the pipeline was closed"))
 
     # --- admission (caller holds the lock) ---------------------------------------------
     def _held(self) -> int:
@@ -233,8 +298,7 @@ class Coordinator:
         wait in its queue); each stage's own bound is derived from the same two numbers, so a
         request admitted here is never refused by a stage.
         """
-        if self.dead:
-            raise RequestError(self.dead)
+        self._check_up()  # dead, draining or restarting: that error first
         if rec.rid in self.records or rec.rid in self.finished or rec.rid in self.releasing:
             raise ValueError(f"request id {rec.rid!r} is already in use")
         held = self._held()
@@ -307,10 +371,12 @@ class Coordinator:
 
     def _fail_everything(self, reason: str) -> None:
         with self.lock:
-            self.dead = reason
             live = [r for r in self.records.values() if not r.done]
-            self.releasing.clear()  # the stages' state is gone with them
-        log.error("%s: failing %d request(s)", reason, len(live))
+            self._orphans.extend(r.rid for r in live)
+            self._orphans.extend(self.releasing)  # their cancels may have died with the stage: sent again once it is back
+            self.releasing.clear()
+        if live:
+            log.error("%s: failing %d request(s)", reason, len(live))
         for rec in live:
             self._finish(rec, _error(rec.rid, reason, stage="pipeline"))
 
