@@ -96,6 +96,7 @@ class PipelineConfig:
     max_inflight: int = DEFAULT_MAX_INFLIGHT  # concurrent requests in T3 (KV-cache slots); more wait in a queue
     max_queue: int = DEFAULT_MAX_QUEUE  # requests admitted beyond those (waiting for a slot); past both: "server busy"
     voices_dir: str | None = None  # the voice store requests name voices from; None = the user's data dir
+    stage_options: dict = field(default_factory=dict)  # extra StageArgs.options for every stage (cuda_graphs: docs/gpu.md)
     restart_budget: int = 5  # restarts of the stages allowed within restart_window_s, then the pipeline gives up
     restart_window_s: float = 60.0
 
@@ -210,7 +211,8 @@ class StageSupervisor:
                          control_endpoint=self.endpoint("control"), model=model, device=self.config.device(stage),
                          threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight,
                                    "max_queue": self.config.max_queue,
-                                   "voices_dir": str(self.config.voices_root())})  # T3 and CFM load stored voices
+                                   "voices_dir": str(self.config.voices_root()),
+                                   **self.config.stage_options})  # T3 and CFM load stored voices
         p = mp.get_context("spawn").Process(target=entries[stage], args=(args,), name=f"tts-{stage}", daemon=True)
         p.start()
         with self.lock:
