@@ -18,9 +18,12 @@ import numpy as np
 from ipc.schema import (
     KINDS,
     PROTOCOL_VERSION,
+    TOPIC_END,
     Message,
     ProtocolError,
+    Welcome,
     header_fields,
+    shown,
     validate_array,
     validate_fields,
     wire_dtype,
@@ -96,23 +99,23 @@ def decode(frames: Sequence[Any]) -> Message:
         raise ProtocolError(f"header must be a map, got {type(header).__name__}")
     version = header.get("v")
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})")
+        raise ProtocolError(f"unsupported protocol version {shown(version)} (this side speaks {PROTOCOL_VERSION})")
     kind = header.get("kind")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown message kind {kind!r}")
+        raise ProtocolError(f"unknown message kind {shown(kind)}")
 
     values: dict[str, Any] = {}
-    for name in header_fields(cls):  # every header field is required on the wire
+    for name in (*header_fields(cls), "tensors"):  # every header field is required on the wire, `tensors` too
         if name not in header:
             raise ProtocolError(f"{kind}: missing field {name!r}")
         values[name] = header[name]
-    unknown = set(header) - set(values) - {"v", "kind", "tensors"}
+    unknown = set(header) - set(values) - {"v", "kind"}
     if unknown:
-        raise ProtocolError(f"{kind}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        raise ProtocolError(f"{kind}: unknown field(s) {shown(', '.join(sorted(map(str, unknown))), 200)}")
+    descs = values.pop("tensors")
     validate_fields(cls, values)
 
-    descs = header.get("tensors", [])
     if not isinstance(descs, list) or len(descs) != len(cls.TENSORS):
         raise ProtocolError(f"{kind}: expected {len(cls.TENSORS)} tensor descriptor(s)")
     if len(frames) != 1 + len(cls.TENSORS):
@@ -149,7 +152,7 @@ def as_torch(arr: np.ndarray):
 
 
 def send(sock: Any, msg: Message, flags: int = 0, topic: bytes | None = None) -> None:
-    """Encode and send one message (with a leading topic frame on PUB sockets)."""
+    """Encode and send one message (with a leading topic frame on PUB sockets: `schema.topic(rid)`)."""
     frames = encode(msg)
     if topic is not None:
         frames.insert(0, topic)
@@ -162,12 +165,16 @@ def recv(sock: Any, flags: int = 0) -> Message:
 
 
 def recv_published(sock: Any, flags: int = 0) -> tuple[bytes, Message]:
-    """Receive one message from a SUB socket: (topic, message). The topic must equal the message's rid."""
+    """Receive one message from a SUB socket: (topic, message).
+
+    The topic must be the message's rid followed by TOPIC_END; a `welcome`'s topic is the
+    subscription it answers, byte for byte (so it reaches that subscriber whatever it subscribed to).
+    """
     frames = sock.recv_multipart(flags=flags, copy=False)
     if len(frames) < 2:
         raise ProtocolError("published message needs a topic frame and a header frame")
     topic = bytes(_frame_bytes(frames[0]))
     msg = decode(frames[1:])
-    if topic != msg.rid.encode():
-        raise ProtocolError(f"topic {topic!r} does not match request id {msg.rid!r}")
+    if not isinstance(msg, Welcome) and topic != msg.rid.encode() + TOPIC_END:
+        raise ProtocolError(f"topic {shown(topic)} does not match request id {shown(msg.rid)}")
     return topic, msg

@@ -14,10 +14,17 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-PROTOCOL_VERSION = 1  # bump on any incompatible change of a header field or frame layout
+PROTOCOL_VERSION = 2  # bump on any incompatible change of a header field or frame layout (docs/wire-protocol.md, Changelog)
 N_MELS = 80  # mel bins of every mel frame on the wire (Chatterbox's S3Gen mel)
 MAX_RID_LEN = 128  # request ids are short identifiers, never payloads
 MAX_TEXT_CHARS = 100_000  # far above any sane utterance; keeps a header from carrying a novel
+MAX_ERROR_CHARS = 16_384  # an error's `message` on the wire; senders cut theirs well below (ERROR_TEXT_CHARS)
+ERROR_TEXT_CHARS = 2_000  # what senders cut an error text to: it may echo a bad value, and must still fit
+MAX_NAME_CHARS = 64  # stage names and end reasons
+# Published messages carry a topic frame: the request id's UTF-8 bytes, then this byte. ZeroMQ
+# filters by prefix, so subscribing to b"a1\0" can never match request "a10" (rids hold no NUL).
+TOPIC_END = b"\x00"
+END_REASONS = ("stop", "length", "cancelled")  # the reasons a published end carries
 
 # Scalar types a request parameter may take (no nested containers: parameters are flat).
 PARAM_TYPES = (bool, int, float, str, type(None))
@@ -27,6 +34,25 @@ TOTAL_UNITS = ("tokens", "frames", "samples")
 
 class ProtocolError(ValueError):
     """A message could not be decoded or failed validation. Never raised for a valid message."""
+
+
+def clip(text: str, limit: int = ERROR_TEXT_CHARS) -> str:
+    """`text` cut to `limit` characters (with "..." at the cut): error texts may echo a bad value."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(value: Any, limit: int = 64) -> str:
+    """repr(value) for an error text, cut to `limit` characters (a bad value may be huge)."""
+    try:
+        text = repr(value)
+    except Exception:  # a hostile object; values decoded from MessagePack never get here
+        text = f"<{type(value).__name__}>"
+    return clip(text, limit)
+
+
+def topic(rid: str) -> bytes:
+    """The topic frame of a published message of request `rid` (its id, then TOPIC_END)."""
+    return rid.encode() + TOPIC_END
 
 
 @dataclass(frozen=True)
@@ -172,13 +198,15 @@ def _is_num(v: Any) -> bool:
 def _check_str(name: str, v: Any, limit: int) -> None:
     if not isinstance(v, str):
         raise ProtocolError(f"field {name!r} must be a string, got {type(v).__name__}")
+    if "\x00" in v and name == "rid":
+        raise ProtocolError("field 'rid' must not contain NUL (the topic terminator)")
     if len(v) > limit:
         raise ProtocolError(f"field {name!r} is {len(v)} characters, over the limit of {limit}")
 
 
 def _check_count(name: str, v: Any) -> None:
     if not _is_int(v) or v < 0:
-        raise ProtocolError(f"field {name!r} must be a non-negative integer, got {v!r}")
+        raise ProtocolError(f"field {name!r} must be a non-negative integer, got {shown(v)}")
 
 
 def validate_fields(cls: type[Message], values: Mapping[str, Any]) -> None:
@@ -188,7 +216,7 @@ def validate_fields(cls: type[Message], values: Mapping[str, Any]) -> None:
         raise ProtocolError("field 'rid' must not be empty")
     _check_count("seq", values["seq"])
     if not _is_num(values["ts"]):
-        raise ProtocolError(f"field 'ts' must be a finite number, got {values['ts']!r}")
+        raise ProtocolError(f"field 'ts' must be a finite number, got {shown(values['ts'])}")
     if "start" in values:
         _check_count("start", values["start"])
     if cls is Request or cls is Accepted:
@@ -199,31 +227,31 @@ def validate_fields(cls: type[Message], values: Mapping[str, Any]) -> None:
             raise ProtocolError("field 'params' must be a map")
         for k, v in params.items():
             if not isinstance(k, str) or not isinstance(v, PARAM_TYPES):
-                raise ProtocolError(f"parameter {k!r} must map a name to a scalar, got {type(v).__name__}")
+                raise ProtocolError(f"parameter {shown(k)} must map a name to a scalar, got {type(v).__name__}")
     elif cls is Mel:
         cuda = values["cuda"]
         if cuda is not None and (not isinstance(cuda, Mapping) or any(not isinstance(k, str) for k in cuda)):
             raise ProtocolError("field 'cuda' must be null or a map of named values (a CUDA IPC handle)")
     elif cls is Audio:
         if not _is_int(values["sample_rate"]) or values["sample_rate"] <= 0:
-            raise ProtocolError(f"field 'sample_rate' must be a positive integer, got {values['sample_rate']!r}")
+            raise ProtocolError(f"field 'sample_rate' must be a positive integer, got {shown(values['sample_rate'])}")
     elif cls is End:
         totals = values["totals"]
         if not isinstance(totals, Mapping) or not totals:
             raise ProtocolError("field 'totals' must be a non-empty map")
         for unit, n in totals.items():
             if unit not in TOTAL_UNITS:
-                raise ProtocolError(f"unknown total {unit!r} (expected one of {', '.join(TOTAL_UNITS)})")
+                raise ProtocolError(f"unknown total {shown(unit)} (expected one of {', '.join(TOTAL_UNITS)})")
             _check_count(f"totals.{unit}", n)
-        _check_str("reason", values["reason"], 64)
+        _check_str("reason", values["reason"], MAX_NAME_CHARS)
         stats = values["stats"]
         if not isinstance(stats, Mapping) or any(not isinstance(k, str) or not _is_num(v) for k, v in stats.items()):
             raise ProtocolError("field 'stats' must map names to finite numbers")
     elif cls is Error:
-        _check_str("stage", values["stage"], 64)
-        _check_str("message", values["message"], 16_384)
+        _check_str("stage", values["stage"], MAX_NAME_CHARS)
+        _check_str("message", values["message"], MAX_ERROR_CHARS)
     elif cls is Ready:
-        _check_str("stage", values["stage"], 64)
+        _check_str("stage", values["stage"], MAX_NAME_CHARS)
         if not _is_int(values["pid"]):
             raise ProtocolError("field 'pid' must be an integer")
         if not isinstance(values["info"], Mapping):
@@ -234,11 +262,11 @@ def validate_array(cls: type[Message], name: str, dtype: str, shape: tuple[int, 
     """Check a tensor's declared dtype and shape against its kind's spec. Raises ProtocolError."""
     spec = cls.TENSORS[name]
     if dtype not in spec.dtypes:
-        raise ProtocolError(f"{cls.KIND}.{name}: dtype {dtype!r} not allowed (allowed: {', '.join(spec.dtypes)})")
+        raise ProtocolError(f"{cls.KIND}.{name}: dtype {shown(dtype)} not allowed (allowed: {', '.join(spec.dtypes)})")
     if len(shape) != spec.ndim:
-        raise ProtocolError(f"{cls.KIND}.{name}: expected {spec.ndim} dimensions, got shape {list(shape)}")
+        raise ProtocolError(f"{cls.KIND}.{name}: expected {spec.ndim} dimensions, got shape {shown(list(shape))}")
     if any(not _is_int(d) or d < 0 for d in shape):
-        raise ProtocolError(f"{cls.KIND}.{name}: bad shape {list(shape)}")
+        raise ProtocolError(f"{cls.KIND}.{name}: bad shape {shown(list(shape))}")
     for axis, size in spec.fixed_dims.items():
         if shape[axis] != size:
             raise ProtocolError(f"{cls.KIND}.{name}: axis {axis} must be {size}, got shape {list(shape)}")

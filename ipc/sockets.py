@@ -46,18 +46,18 @@ class SocketFactory:
         if kind not in KINDS:
             raise ValueError(f"unknown socket kind {kind!r}")
         sock = self.ctx.socket(KINDS[kind])
-        sock.setsockopt(zmq.LINGER, self.linger_ms)
-        limit = HWMS[kind] if hwm is None else hwm
-        sock.setsockopt(zmq.SNDHWM, limit)
-        sock.setsockopt(zmq.RCVHWM, limit)
-        for name, value in options.items():
-            sock.setsockopt(getattr(zmq, name), value)
         try:
+            sock.setsockopt(zmq.LINGER, self.linger_ms)
+            limit = HWMS[kind] if hwm is None else hwm
+            sock.setsockopt(zmq.SNDHWM, limit)
+            sock.setsockopt(zmq.RCVHWM, limit)
+            for name, value in options.items():
+                sock.setsockopt(getattr(zmq, name), value)
             if BINDS[kind] if bind is None else bind:
                 sock.bind(endpoint)
             else:
                 sock.connect(endpoint)
-        except zmq.ZMQError:
+        except (zmq.ZMQError, AttributeError, TypeError):  # a bad option or endpoint: no socket is left open
             sock.close(0)
             raise
         self._sockets.append(sock)

@@ -68,7 +68,8 @@ class Pipeline:
         self.sockets = SocketFactory()
         try:
             self.supervisor = StageSupervisor(self.config, self.sockets)
-            self.coordinator = Coordinator(self.sockets, self.supervisor.endpoint, self.config.schedule, self.config.model)
+            self.coordinator = Coordinator(self.sockets, self.supervisor.endpoint, self.config.schedule, self.config.model,
+                                           max_inflight=self.config.max_inflight, max_queue=self.config.max_queue)
             self.supervisor.start()
             self.coordinator.start()
             self.supervisor.watch(self.coordinator.stage_died, self.coordinator.stage_ready, self._gave_up)

@@ -71,6 +71,8 @@ def model_options(f):
         click.option("--port", type=click.IntRange(0, 65535), default=0,
                      help="tcp: first of 7 consecutive ports (0 = free ports)."),
         click.option("--max-inflight", type=click.IntRange(min=1), default=4, show_default=True, help="Concurrent requests in T3."),
+        click.option("--max-queue", type=click.IntRange(min=0), default=60, show_default=True,
+                     help="Requests admitted beyond --max-inflight (waiting for a slot); past both: 'server busy'."),
         click.option("--voices-dir", type=click.Path(file_okay=False),
                      help="Folder of stored voices that --voice / a request's `voice` names (default: the user's data dir, "
                           "as `voice add`)."),
@@ -143,7 +145,7 @@ def build_config(kw: dict[str, Any]):
     options = gpu_stage_options(kw.pop("cuda_graphs", None), spec.device, devices, kw.pop("cuda_ipc", False))
     config = PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
                             stage_thread_counts={"t3": t3_threads} if t3_threads else {},
-                            base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"),
+                            base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"), max_queue=kw.pop("max_queue"),
                             voices_dir=kw.pop("voices_dir", None), stage_options=options)
     return check_config(config)
 
@@ -438,7 +440,7 @@ def info(**kw) -> None:
         "schedule_defaults": ChunkSchedule().to_dict(),
         "endpoints": {"transport": config.transport,
                       "requests": "ROUTER (DEALER clients send `request`, get `accepted` or `error`)",
-                      "pub": "XPUB (topic = request id; `welcome` on subscribe)",
+                      "pub": "XPUB (topic = request id + NUL byte; `welcome` on subscribe)",
                       "where": "printed by `tts-pipeline serve`" if config.transport == "ipc" or not config.base_port
                       else f"tcp://{config.host}:{config.base_port}.."},
         "wire_protocol": {"version": PROTOCOL_VERSION, "kinds": sorted(KINDS)},

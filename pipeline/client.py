@@ -3,17 +3,23 @@
 A subscriber subscribes first and waits for the server's `welcome` on its topic (the
 handshake that replaces sleeping for the slow-joiner problem); only then does a client
 submit, so it receives every chunk from the first. Late subscribers get the request's
-messages re-published; repeats are dropped by sequence number.
+messages re-published; repeats are dropped by sequence number. A request's topic is its id
+followed by `TOPIC_END`, so request `a1` never sees the messages of `a10`.
+
+Every request ends with exactly one terminal message: `end` (reason `stop`, `length` or
+`cancelled`) or `error`. Closing a client (or its process ending) cancels the requests it
+submitted: the server sees the connection go away.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Iterator
 
 import zmq
 
 from ipc import framing
-from ipc.schema import Accepted, Audio, Cancel, End, Error, Message, Request, Welcome
+from ipc.schema import Accepted, Audio, Cancel, End, Error, Message, Request, Welcome, topic
 from ipc.sockets import SocketFactory
 
 HANDSHAKE_TIMEOUT_MS = 10_000  # a server that does not welcome a subscription within 10 s is not there
@@ -33,7 +39,7 @@ class Subscription:
 
     def __init__(self, sockets: SocketFactory, pub_endpoint: str, rid: str | None):
         self.rid = rid
-        self.sock = sockets.socket("SUB", pub_endpoint, SUBSCRIBE=(rid or "").encode())
+        self.sock = sockets.socket("SUB", pub_endpoint, SUBSCRIBE=topic(rid) if rid else b"")
         self.last_seq: dict[str, int] = {}
         self._wait_welcome()
 
@@ -56,7 +62,7 @@ class Subscription:
             if isinstance(msg, Welcome):
                 continue
             if self.rid is not None and msg.rid != self.rid:
-                continue  # a longer id that shares our prefix
+                continue  # cannot happen with the topic terminator; a check that costs nothing
             if msg.seq <= self.last_seq.get(msg.rid, -1):
                 continue  # re-published for a late joiner: seen already
             self.last_seq[msg.rid] = msg.seq
@@ -71,6 +77,7 @@ class RemoteClient:
         self.idle_timeout_s = idle_timeout_s  # None: wait forever for the next message of a request
         self.sockets = SocketFactory()
         self.dealer = self.sockets.socket("DEALER", requests_endpoint)
+        self.last_end: End | None = None
 
     def close(self) -> None:
         self.sockets.close()
@@ -81,14 +88,24 @@ class RemoteClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _reply(self, rid: str) -> Message:
+        """The server's reply to our request `rid` (replies to earlier messages, e.g. a late cancel's, are skipped)."""
+        deadline = time.monotonic() + REPLY_TIMEOUT_MS / 1000
+        while (left := deadline - time.monotonic()) > 0 and self.dealer.poll(int(left * 1000) + 1):
+            reply = framing.recv(self.dealer)
+            if reply.rid == rid and not isinstance(reply, Welcome):  # welcome "*": the server's liveness probe
+                return reply
+        raise RemoteError(f"no reply from {self.requests_endpoint}")
+
     def stream(self, text: str, **params: Any) -> Iterator[Audio]:
-        """Audio messages of one request, from the first; raises RemoteError when it is rejected or fails."""
+        """Audio messages of one request, from the first; raises RemoteError when it is rejected or fails.
+
+        The request's `end` is kept in `self.last_end` (its reason: stop, length, or cancelled).
+        """
         rid = uuid.uuid4().hex
         sub = Subscription(self.sockets, self.pub_endpoint, rid)  # subscribe (and be welcomed) before submitting
         framing.send(self.dealer, Request(rid=rid, text=text, params=params))
-        if not self.dealer.poll(REPLY_TIMEOUT_MS):
-            raise RemoteError(f"no reply from {self.requests_endpoint}")
-        reply = framing.recv(self.dealer)
+        reply = self._reply(rid)
         if isinstance(reply, Error):
             raise RemoteError(f"{reply.stage}: {reply.message}")
         if not isinstance(reply, Accepted):
@@ -99,15 +116,12 @@ class RemoteClient:
             for msg in sub.messages(idle_ms):
                 if isinstance(msg, Audio):
                     yield msg
-                elif isinstance(msg, End):
-                    done = True
+                elif isinstance(msg, End):  # stop, length or cancelled
+                    self.last_end, done = msg, True
                     return
                 elif isinstance(msg, Error):
                     done = True
                     raise RemoteError(f"{msg.stage}: {msg.message}")
-                elif isinstance(msg, Cancel):
-                    done = True
-                    return
         finally:
             if not done:
                 framing.send(self.dealer, Cancel(rid=rid), flags=zmq.NOBLOCK)

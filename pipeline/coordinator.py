@@ -1,10 +1,30 @@
-"""The coordinator: assigns request ids, sends requests to T3, assembles audio chunks from HiFiGAN, checks them, publishes them.
+"""The coordinator: admits requests, sends them to T3, assembles audio chunks from HiFiGAN, checks them, publishes them.
 
 It runs as one thread of the launching process and owns every socket it uses:
-- `requests` PUSH -> T3 (requests, cancels); `audio` PULL <- HiFiGAN (audio, end, error);
-- `pub` XPUB -> subscribers: every message of every request, topic = request id;
+- `requests` PUSH -> T3 (requests, cancels); `audio` PULL <- HiFiGAN (audio, end, error, cancel);
+- `pub` XPUB -> subscribers: every message of every request, topic = request id + TOPIC_END;
 - `remote` ROUTER <- remote clients (`tts-pipeline serve`): request / cancel, replies accepted / error;
 - `wake` inproc PULL <- in-process callers and the stage watcher (requests, cancels, stage deaths).
+
+The rules it keeps (docs/architecture.md "Admission", docs/wire-protocol.md):
+- **One admission limit**: at most max_inflight + max_queue requests are held at once; past
+  that a request gets "server busy: N active, M queued" before `accepted`, and each stage's
+  own bound is derived from the same numbers, so no stage refuses an admitted request.
+- **Exactly one terminal message per request**: `end` (reason stop / length / cancelled) or
+  `error`. A cancel travels T3 -> CFM -> HiFiGAN and back; when it returns, every stage has
+  freed the request, and the coordinator publishes `end` with reason `cancelled`.
+- **Never blocks on a peer**: sends to T3 are non-blocking, with an outbox flushed when T3
+  takes messages again; replies to remote clients are non-blocking (ROUTER drops what it
+  cannot deliver); the XPUB drops for a subscriber at its high-water mark.
+- **Remote ownership**: only the connection that submitted a request may cancel it; a
+  connection that goes away cancels its requests. ZeroMQ does not tell a ROUTER which peer
+  left (ROUTER_NOTIFY is a draft API), so while a connection has requests running it gets a
+  liveness probe (a `welcome` with rid "*") every PROBE_INTERVAL_S on the request socket; with
+  ROUTER_MANDATORY the probe's send fails once that connection is gone. ZMTP heartbeats close
+  a TCP connection whose peer went silent, so a vanished host is noticed too.
+- **Bounded publishing**: a subscriber's queue holds PUB_HWM messages; a request keeps at most
+  REPLAY_BYTES_PER_REQUEST for late subscribers and is re-published at most MAX_REPLAYS times;
+  finished requests' replay buffers share REPLAY_BYTES_FINISHED.
 
 Slow joiners are solved by a handshake: when the XPUB sees a subscription it publishes a
 `welcome` on that topic, and if the topic is a request it knows, it re-publishes that
@@ -19,21 +39,46 @@ import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import zmq
 
 from ipc import framing
-from ipc.schema import MAX_TEXT_CHARS, Accepted, Audio, Cancel, End, Error, Message, ProtocolError, Request, Welcome
+from ipc.schema import (MAX_RID_LEN, MAX_TEXT_CHARS, TOPIC_END, Accepted, Audio, Cancel, End, Error, Message,
+                        ProtocolError, Request, Welcome, clip, topic)
 from ipc.sockets import SocketFactory
 from pipeline.longform_coord import LongFormRequests, Planner
 from stages.common.accounting import SAMPLES_PER_TOKEN
+from stages.common.chain import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE
 from stages.cfm.schedule import ChunkSchedule
 
 REPLAY_FINISHED = 64  # finished requests kept for late subscribers (their messages re-published on subscribe)
+# Replay memory: one request keeps at most 4 MiB of published frames (~43 s of float32 audio: the 1000-token
+# default cap fits); past that it is not replayed at all (a partial replay would have a hole). With the
+# admission limit this bounds the live requests' buffers too (max_inflight + max_queue times this).
+REPLAY_BYTES_PER_REQUEST = 4 << 20
+REPLAY_BYTES_FINISHED = 64 << 20  # finished requests' replay buffers together; the oldest go first
+MAX_REPLAYS = 4  # re-publications of one request (each goes to every subscriber of its topic)
+# XPUB queue per subscriber, in messages (ZeroMQ counts messages, not bytes): a default-schedule chunk
+# is at most 32 tokens = 123 KiB of float32, so 256 messages hold at most ~32 MiB per subscriber
+# (~192 MiB with max_hop_tokens at its limit of 200); past it that subscriber loses messages.
+PUB_HWM = 256
+# A request the coordinator failed itself (e.g. audio out of order) still holds state in the stages until
+# its cancel has travelled the chain; it counts against admission until then, or at most this long
+# (a cancel that never comes back means a stage died: the supervisor handles that).
+RELEASE_TIMEOUT_S = 30.0
+# Remote connections: requests are one header frame (<= 1 MiB); a bigger frame disconnects the peer.
+REMOTE_MAX_MSG_BYTES = 2 << 20
+HEARTBEAT_IVL_MS = 2_000  # ZMTP PING to every remote peer; a TCP peer silent for
+HEARTBEAT_TIMEOUT_MS = 10_000  # this long is disconnected (and its requests cancelled)
+# While a remote connection has requests running, it gets a `welcome` (rid "*") this often on the
+# request socket: the send fails once the connection is gone, and its requests are cancelled.
+PROBE_INTERVAL_S = 0.5
 RID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # client-chosen ids: safe as topics and in logs
+UNREADABLE_RID = "?"  # the rid of an error reply to a message whose rid could not be read (no valid id has it)
 log = logging.getLogger("tts.coordinator")
 
 
@@ -41,8 +86,19 @@ class RequestError(RuntimeError):
     """A request failed; the message names the stage and the reason."""
 
 
+class ServerBusy(RequestError):
+    """The admission limit is reached: max_inflight active and max_queue queued requests (retry later)."""
+
+
+def busy_text(held: int, max_inflight: int, max_queue: int) -> str:
+    """The busy error's text; the HTTP layer matches its "server busy" prefix (pipeline/http/backend.py BUSY_PATTERN)."""
+    active = min(held, max_inflight)
+    return (f"server busy: {active} active, {held - active} queued "
+            f"(limits: --max-inflight {max_inflight}, --max-queue {max_queue}); retry later")
+
+
 def new_request_id() -> str:
-    """Fixed-length ids (32 hex chars), so no id is a topic prefix of another."""
+    """32 hex characters: unique, and safe as a topic."""
     return uuid.uuid4().hex
 
 
@@ -61,26 +117,58 @@ def check_text(text: Any) -> str:
     return text
 
 
+def readable_rid(frames: list[Any]) -> str:
+    """The rid of a message that failed to decode, if its header still says one, else UNREADABLE_RID."""
+    try:
+        head = frames[0]
+        head = bytes(getattr(head, "buffer", head))
+        if len(head) <= framing.MAX_HEADER_BYTES:
+            header = msgpack.unpackb(head, raw=False, strict_map_key=False, ext_hook=lambda code, data: None)
+            rid = header.get("rid") if isinstance(header, dict) else None
+            if isinstance(rid, str) and 0 < len(rid) <= MAX_RID_LEN and "\x00" not in rid:
+                return rid
+    except Exception:  # anything unreadable has no rid to echo
+        pass
+    return UNREADABLE_RID
+
+
+def _error(rid: str, message: str, stage: str = "coordinator") -> Error:
+    return Error(rid=rid, stage=stage, message=clip(message))
+
+
 @dataclass
 class Record:
     """One request as the coordinator sees it."""
 
     rid: str
     sink: "queue.Queue[Message] | None" = None  # in-process consumer
+    owner: bytes | None = None  # the ROUTER identity of the remote connection that submitted it
     samples: int = 0  # samples received so far (next expected `start`)
     pub_seq: int = 0  # the coordinator's own message numbering (for subscribers)
-    published: list[list[Any]] = field(default_factory=list)  # encoded frames, for late subscribers
+    published: list[list[Any]] | None = field(default_factory=list)  # encoded frames for late subscribers; None = over budget
+    published_bytes: int = 0
+    replays: int = 0
+    cancelling: bool = False  # a cancel is on its way through the stages
     done: bool = False
 
 
 class Coordinator:
-    def __init__(self, sockets: SocketFactory, endpoint, schedule: ChunkSchedule | None = None, model=None):
+    def __init__(self, sockets: SocketFactory, endpoint, schedule: ChunkSchedule | None = None, model=None,
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT, max_queue: int = DEFAULT_MAX_QUEUE):
+        if max_inflight < 1 or max_queue < 0:
+            raise ValueError(f"max_inflight must be >= 1 and max_queue >= 0, got {max_inflight} and {max_queue}")
         self.sockets, self.schedule = sockets, schedule or ChunkSchedule()
+        self.max_inflight, self.max_queue = max_inflight, max_queue
         self.longform = LongFormRequests(self, Planner(model))  # long texts: one public id, segments inside
         self.to_t3 = sockets.socket("PUSH", endpoint("t3"))
         self.audio = sockets.socket("PULL", endpoint("audio"))
-        self.pub = sockets.socket("XPUB", endpoint("pub"), XPUB_VERBOSE=1)  # see every subscription, repeats too
-        self.remote = sockets.socket("ROUTER", endpoint("requests"))
+        self.pub = sockets.socket("XPUB", endpoint("pub"), hwm=PUB_HWM, XPUB_VERBOSE=1)  # see every subscription, repeats too
+        # ROUTER_MANDATORY: a send to a connection that is gone fails (EHOSTUNREACH) instead of vanishing,
+        # which is how the liveness probe (`_probe_owners`) sees a client disconnect.
+        self.remote = sockets.socket("ROUTER", endpoint("requests"), ROUTER_MANDATORY=1,
+                                     MAXMSGSIZE=REMOTE_MAX_MSG_BYTES, HEARTBEAT_IVL=HEARTBEAT_IVL_MS,
+                                     HEARTBEAT_TIMEOUT=HEARTBEAT_TIMEOUT_MS)
+        self._next_probe = 0.0
         wake_addr = f"inproc://coordinator-{uuid.uuid4().hex}"
         self.wake = sockets.socket("PULL", wake_addr, hwm=0)  # callers' requests: never dropped, never blocking
         self._wake_push = sockets.socket("PUSH", wake_addr, hwm=0)
@@ -91,6 +179,8 @@ class Coordinator:
         }
         self.records: dict[str, Record] = {}
         self.finished: OrderedDict[str, Record] = OrderedDict()
+        self.releasing: dict[str, float] = {}  # rid -> deadline: failed here, its cancel still on its way through the stages
+        self.outbox: deque[list[Any]] = deque()  # encoded messages for T3 it did not take yet (never block on it)
         self.lock = threading.Lock()
         self.dead: str | None = None  # set when the supervisor gave up: every request fails from then on
         self.draining: str | None = None  # set by Pipeline.close(drain=...): new requests are refused
@@ -104,16 +194,16 @@ class Coordinator:
         self._thread.start()
 
     def submit(self, text: str, params: dict[str, Any] | None = None, rid: str | None = None) -> tuple[str, "queue.Queue[Message]", dict]:
-        """Validate and queue a request; returns (rid, the queue its messages arrive on, the resolved params)."""
+        """Validate and admit a request; returns (rid, the queue its messages arrive on, the resolved params).
+
+        Raises ValueError for bad input, ServerBusy past the admission limit, RequestError when the pipeline is dead.
+        """
         check_text(text)
         plan, resolved = self.longform.prepare(text, params, self.schedule)  # plan: None unless long-form
         rid = rid or new_request_id()
         sink: queue.Queue[Message] = queue.Queue()
         with self.lock:
-            self._check_up()
-            if rid in self.records or rid in self.finished:
-                raise ValueError(f"request id {rid!r} is already in use")
-            self.records[rid] = Record(rid, sink=sink)
+            self._admit(Record(rid, sink=sink))  # a long-form request is one admitted request
         if plan is not None:
             self.longform.stage(rid, plan)
         try:
@@ -126,12 +216,18 @@ class Coordinator:
         return rid, sink, resolved
 
     def cancel(self, rid: str) -> None:
+        """Cancel an in-process request (idempotent; a request already ended is left alone)."""
         if self._stop.is_set():
             return  # stopped: the request was failed with `shutting down` and the stages are gone
         try:
             self._wake(Cancel(rid=rid))
         except zmq.ZMQError:  # closed under us by a concurrent close(): nothing left to cancel
             pass
+
+    def held(self) -> int:
+        """Requests counted against the admission limit: not yet ended, or still being freed in the stages."""
+        with self.lock:
+            return self._held()
 
     # --- shutdown (called by Pipeline.close) ---------------------------------------------
     def in_flight(self) -> int:
@@ -192,41 +288,106 @@ class Coordinator:
             if rec.sink is not None:
                 rec.sink.put(Error(rid=rec.rid, stage="pipeline", message="shutting down: the pipeline was closed"))
 
+    # --- admission (caller holds the lock) ---------------------------------------------
+    def _held(self) -> int:
+        now = time.monotonic()
+        for rid in [r for r, deadline in self.releasing.items() if deadline < now]:
+            del self.releasing[rid]
+        return len(self.records) + len(self.releasing)
+
+    def _admit(self, rec: Record) -> None:
+        """Take a request in or refuse it: the one admission limit of the pipeline.
+
+        At most max_inflight + max_queue requests are held at once (T3 runs max_inflight, the rest
+        wait in its queue); each stage's own bound is derived from the same two numbers, so a
+        request admitted here is never refused by a stage.
+        """
+        self._check_up()  # dead, draining or restarting: that error first
+        if rec.rid in self.records or rec.rid in self.finished or rec.rid in self.releasing:
+            raise ValueError(f"request id {rec.rid!r} is already in use")
+        held = self._held()
+        if held >= self.max_inflight + self.max_queue:
+            raise ServerBusy(busy_text(held, self.max_inflight, self.max_queue))
+        self.records[rec.rid] = rec
+
     # --- the coordinator thread -------------------------------------------------------
     def _run(self) -> None:
         poller = zmq.Poller()
         for s in (self.audio, self.pub, self.remote, self.wake):
             poller.register(s, zmq.POLLIN)
         handlers = {self.audio: self._on_audio, self.pub: self._on_subscription, self.remote: self._on_remote, self.wake: self._on_wake}
+        waiting_out = False
         while not self._stop.is_set():
+            if bool(self.outbox) != waiting_out:  # watch T3 for room only while something waits for it
+                waiting_out = bool(self.outbox)
+                if waiting_out:
+                    poller.register(self.to_t3, zmq.POLLOUT)
+                else:
+                    poller.unregister(self.to_t3)
+            if time.monotonic() >= self._next_probe:
+                self._next_probe = time.monotonic() + PROBE_INTERVAL_S
+                try:
+                    self._probe_owners()
+                except Exception:  # never let the probe take the coordinator down
+                    log.exception("probing remote clients failed")
             for sock, _ in poller.poll(100):
                 try:
-                    handlers[sock](sock)
+                    if sock is self.to_t3:
+                        self._flush()
+                    else:
+                        handlers[sock](sock)
                 except ProtocolError as e:
-                    log.error("dropped a malformed message: %s", e)
+                    log.error("dropped a malformed message: %s", clip(str(e), 300))
                 except Exception:  # never let one bad message take the coordinator down
                     log.exception("coordinator error")
 
+    def _to_t3(self, msg: Message) -> None:
+        """Send to T3 without ever blocking: what T3 cannot take now waits in the outbox, in order."""
+        self.outbox.append(framing.encode(msg))
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.outbox:
+            try:
+                self.to_t3.send_multipart(self.outbox[0], flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.outbox.popleft()
+
     def _on_wake(self, sock) -> None:
         msg = framing.recv(sock)
-        if isinstance(msg, Request) and self.longform.launch(msg.rid):
-            return  # a long-form request: its segments go to T3 one after another
-        if isinstance(msg, Cancel) and self.longform.cancel(msg.rid):
-            return  # a long-form request: cancelled with every segment
-        if isinstance(msg, (Request, Cancel)):
-            framing.send(self.to_t3, msg)
+        if isinstance(msg, Request):
+            if self.longform.launch(msg.rid):
+                return  # a long-form request: its segments go to T3 one after another
+            self._to_t3(msg)
+        elif isinstance(msg, Cancel):
+            rec = self.records.get(msg.rid)
+            if rec is not None:
+                self._cancel(rec)  # (a long-form request: cancelled with every segment)
+            else:  # ended here already: still passed on, so a stage that holds leftovers frees them (harmless otherwise)
+                self._to_t3(msg)
         elif isinstance(msg, Error):  # a stage died
             self._fail_everything(msg.message)
+
+    def _cancel(self, rec: Record) -> None:
+        if rec.done or rec.cancelling:
+            return
+        if self.longform.cancel(rec.rid):
+            return  # a long-form request: ended `cancelled` now, its segments' cancels sent
+        rec.cancelling = True
+        self._to_t3(Cancel(rid=rec.rid))
 
     def _fail_everything(self, reason: str) -> None:
         with self.lock:
             live = [r for r in self.records.values() if not r.done]
             self._orphans.extend(r.rid for r in live)
             self._orphans.extend(sid for r in live for sid in self.longform.segment_ids(r.rid))  # long-form segments too
+            self._orphans.extend(self.releasing)  # their cancels may have died with the stage: sent again once it is back
+            self.releasing.clear()
         if live:
             log.error("%s: failing %d request(s)", reason, len(live))
         for rec in live:
-            self._finish(rec, Error(rid=rec.rid, stage="pipeline", message=reason))
+            self._finish(rec, _error(rec.rid, reason, stage="pipeline"))
 
     def _on_audio(self, sock) -> None:
         msg = framing.recv(sock)
@@ -234,90 +395,159 @@ class Coordinator:
             return  # a segment of a long-form request: republished under its public id
         rec = self.records.get(msg.rid)
         if rec is None or rec.done:
+            if isinstance(msg, (Cancel, Error)):
+                with self.lock:  # the cancel of a request failed here came back: the stages hold nothing of it now
+                    self.releasing.pop(msg.rid, None)
             return  # a message of a request already failed/cancelled here
         if isinstance(msg, Audio):
             if msg.start != rec.samples:
-                self._finish(rec, Error(rid=rec.rid, stage="coordinator",
-                                        message=f"audio out of order: chunk starts at {msg.start}, expected {rec.samples}"))
+                self._finish(rec, _error(rec.rid, f"audio out of order: chunk starts at {msg.start}, expected {rec.samples}"),
+                             release=True)
                 return
             rec.samples += int(msg.pcm.shape[0])
             self._deliver(rec, msg)
         elif isinstance(msg, End):
             tokens, samples = msg.totals.get("tokens", -1), msg.totals.get("samples", -1)
             if samples != rec.samples or samples != SAMPLES_PER_TOKEN * tokens:
-                msg = Error(rid=rec.rid, stage="coordinator",
-                            message=f"audio lost: received {rec.samples} samples, HiFiGAN sent {samples} for {tokens} tokens")
+                msg = _error(rec.rid, f"audio lost: received {rec.samples} samples, HiFiGAN sent {samples} for {tokens} tokens")
             self._finish(rec, msg)
-        elif isinstance(msg, (Error, Cancel)):
+        elif isinstance(msg, Error):
             self._finish(rec, msg)
+        elif isinstance(msg, Cancel):  # the cancel went through every stage: each freed the request
+            self._finish(rec, End(rid=rec.rid, totals={"samples": rec.samples}, reason="cancelled"))
 
     def _deliver(self, rec: Record, msg: Message) -> None:
         """Hand a message to the in-process consumer and publish it (renumbered in the coordinator's sequence)."""
         msg = dataclasses.replace(msg, seq=rec.pub_seq)
         rec.pub_seq += 1
         frames = framing.encode(msg)
-        rec.published.append(frames)
-        self.pub.send_multipart([rec.rid.encode(), *frames], copy=False)
+        if rec.published is not None:
+            size = sum(len(f) for f in frames)  # bytes and byte memoryviews
+            if rec.published_bytes + size <= REPLAY_BYTES_PER_REQUEST:
+                rec.published.append(frames)
+                rec.published_bytes += size
+            else:  # too long to keep: no replay at all rather than one with a hole
+                rec.published, rec.published_bytes = None, 0
+        self.pub.send_multipart([topic(rec.rid), *frames], copy=False)  # XPUB never blocks: it drops at the HWM
         if rec.sink is not None:
             rec.sink.put(msg)
 
-    def _finish(self, rec: Record, msg: Message) -> None:
+    def _finish(self, rec: Record, msg: Message, release: bool = False) -> None:
+        """The request's one terminal message: delivered, published, and the request leaves admission.
+
+        release: the stages may still hold the request (the coordinator failed it): send a cancel,
+        and count it against admission until that cancel comes back.
+        """
         self._deliver(rec, msg)
         rec.done = True
         with self.lock:
             self.records.pop(rec.rid, None)
             self.finished[rec.rid] = rec
-            while len(self.finished) > REPLAY_FINISHED:
-                self.finished.popitem(last=False)
+            if release and not self.dead:
+                self.releasing[rec.rid] = time.monotonic() + RELEASE_TIMEOUT_S
+            self._trim_finished()
         self.longform.on_finish(rec.rid)  # a long-form request: cancel its segments still in the stages
-        if isinstance(msg, Error):  # free whatever the stages still hold; never block on a dead T3
-            try:
-                framing.send(self.to_t3, Cancel(rid=rec.rid), flags=zmq.NOBLOCK)
-            except zmq.Again:
-                log.warning("could not send a cancel for %s: T3 is not taking messages", rec.rid)
+        if release and not rec.cancelling and not self.dead:  # (a cancel already on its way frees it as well)
+            self._to_t3(Cancel(rid=rec.rid))
+
+    def _trim_finished(self) -> None:
+        kept = sum(r.published_bytes for r in self.finished.values())
+        while self.finished and (len(self.finished) > REPLAY_FINISHED or kept > REPLAY_BYTES_FINISHED):
+            _, old = self.finished.popitem(last=False)
+            kept -= old.published_bytes
 
     def _on_subscription(self, sock) -> None:
         event = sock.recv()
         if not event or event[0] != 1:
             return  # an unsubscription
-        topic = event[1:].decode("utf-8", "replace")
-        welcome = Welcome(rid=topic or "*")
-        sock.send_multipart([welcome.rid.encode(), *framing.encode(welcome)])
-        rec = self.records.get(topic) or self.finished.get(topic)
-        if rec is not None:  # a late joiner: replay what this request published so far
+        sub = event[1:]
+        name = sub[:-1] if sub.endswith(TOPIC_END) else sub
+        rid = name.decode("utf-8", "replace").replace("\x00", "")[:MAX_RID_LEN] or "*"
+        welcome = Welcome(rid=rid)
+        sock.send_multipart([sub, *framing.encode(welcome)])  # on the subscription's own bytes: it reaches that subscriber
+        if not sub.endswith(TOPIC_END):
+            return  # the empty (or a prefix) subscription: live messages only
+        rec = self.records.get(rid) or self.finished.get(rid)
+        if rec is not None and rec.published is not None and rec.replays < MAX_REPLAYS:  # a late joiner: replay
+            rec.replays += 1
             for frames in list(rec.published):
-                sock.send_multipart([rec.rid.encode(), *frames], copy=False)
+                sock.send_multipart([topic(rec.rid), *frames], copy=False)
+
+    def _reply(self, identity: bytes, msg: Message, quiet: bool = False) -> bool:
+        """Send to one remote connection without waiting; False when that connection is gone."""
+        try:
+            self.remote.send_multipart([identity, *framing.encode(msg)], flags=zmq.NOBLOCK)
+        except zmq.Again:  # that client does not read its replies: its loss, never our wait
+            if not quiet:
+                log.warning("could not send %s to a remote client (its queue is full)", msg.KIND)
+        except zmq.ZMQError as e:
+            if e.errno != zmq.EHOSTUNREACH:
+                raise
+            self._disconnected(identity)
+            return False
+        return True
+
+    def _probe_owners(self) -> None:
+        with self.lock:  # callers' threads add records meanwhile
+            owners = {rec.owner for rec in self.records.values() if rec.owner is not None and not rec.cancelling}
+        for identity in owners:
+            self._reply(identity, Welcome(rid="*"), quiet=True)  # a full queue: the client is there, just not reading
 
     def _on_remote(self, sock) -> None:
         identity, *frames = sock.recv_multipart(copy=False)
         identity = bytes(identity.buffer)
+        if len(frames) > 1 and len(frames[0]) == 0:  # a REQ-style envelope: say so rather than "not MessagePack"
+            self._reply(identity, _error(readable_rid(frames[1:]), "the first frame is empty: a DEALER message is "
+                                         "[header] with no empty delimiter frame (docs/wire-protocol.md, Frames)"))
+            return
         try:
             msg = framing.decode(frames)
         except ProtocolError as e:
-            sock.send_multipart([identity, *framing.encode(Error(rid="unknown", stage="coordinator", message=str(e)))])
+            self._reply(identity, _error(readable_rid(frames), str(e)))
             return
         if isinstance(msg, Cancel):
-            if not self.longform.cancel(msg.rid):
-                framing.send(self.to_t3, msg)
+            self._remote_cancel(identity, msg.rid)
             return
         if not isinstance(msg, Request):
-            reply: Message = Error(rid=msg.rid, stage="coordinator", message=f"expected a request, got {msg.KIND}")
+            reply: Message = _error(msg.rid, f"expected a request or a cancel, got {msg.KIND}")
         elif not RID_PATTERN.match(msg.rid):
-            reply = Error(rid=msg.rid, stage="coordinator", message="request id must be 1-64 of [A-Za-z0-9_.-]")
+            reply = _error(msg.rid, "request id must be 1-64 of [A-Za-z0-9_.-]")
         else:
             try:
                 check_text(msg.text)
                 plan, resolved = self.longform.prepare(msg.text, msg.params, self.schedule)
                 with self.lock:
-                    self._check_up()
-                    if msg.rid in self.records or msg.rid in self.finished:
-                        raise ValueError(f"request id {msg.rid!r} is already in use")
-                    self.records[msg.rid] = Record(msg.rid)
+                    self._admit(Record(msg.rid, owner=identity))
                 if plan is not None:
                     self.longform.begin(msg.rid, plan)
                 else:
-                    framing.send(self.to_t3, Request(rid=msg.rid, text=msg.text, params=resolved))
+                    self._to_t3(Request(rid=msg.rid, text=msg.text, params=resolved))
                 reply = Accepted(rid=msg.rid, params=resolved)
-            except (ValueError, RequestError) as e:
-                reply = Error(rid=msg.rid, stage="coordinator", message=str(e))
-        sock.send_multipart([identity, *framing.encode(reply)])
+            except (ValueError, TypeError, RequestError) as e:
+                reply = _error(msg.rid, str(e))
+            except Exception as e:  # a bug, not the client's: it still gets its one reply
+                log.exception("admitting remote request %s failed", msg.rid[:64])
+                with self.lock:
+                    self.records.pop(msg.rid, None)
+                reply = _error(msg.rid, f"internal error: {type(e).__name__}: {e}")
+        self._reply(identity, reply)
+
+    def _remote_cancel(self, identity: bytes, rid: str) -> None:
+        """A remote cancel: only the connection that submitted the request may cancel it; no reply when it does."""
+        rec = self.records.get(rid)
+        if rec is None:
+            why = "has already ended" if rid in self.finished else "is not a request of this server"
+            self._reply(identity, _error(rid, f"cannot cancel {rid!r}: it {why}"))
+        elif rec.owner != identity:
+            self._reply(identity, _error(rid, f"cannot cancel {rid!r}: it was submitted on another connection"))
+        else:
+            self._cancel(rec)
+
+    def _disconnected(self, identity: bytes) -> None:
+        """A remote connection went away: its requests are cancelled (nobody can cancel them any more)."""
+        with self.lock:
+            mine = [rec for rec in self.records.values() if rec.owner == identity]
+        if mine:
+            log.info("a remote client disconnected: cancelling its %d request(s)", len(mine))
+        for rec in mine:
+            self._cancel(rec)

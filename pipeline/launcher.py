@@ -22,6 +22,7 @@ from ipc.schema import Error, ProtocolError, Ready
 from ipc.sockets import SocketFactory
 from pipeline.models import ModelSpec
 from stages.cfm.schedule import ChunkSchedule
+from stages.common.chain import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE
 from stages.common.process import StageArgs
 
 STAGES = ("t3", "cfm", "hifigan")  # in chain order
@@ -92,7 +93,8 @@ class PipelineConfig:
     transport: str = "ipc"
     host: str = "127.0.0.1"
     base_port: int = 0  # tcp: first port; 0 = free ports picked at start
-    max_inflight: int = 4  # concurrent requests in T3 (KV-cache slots); more wait in a queue
+    max_inflight: int = DEFAULT_MAX_INFLIGHT  # concurrent requests in T3 (KV-cache slots); more wait in a queue
+    max_queue: int = DEFAULT_MAX_QUEUE  # requests admitted beyond those (waiting for a slot); past both: "server busy"
     voices_dir: str | None = None  # the voice store requests name voices from; None = the user's data dir
     stage_options: dict = field(default_factory=dict)  # extra StageArgs.options for every stage (cuda_graphs: docs/gpu.md)
     restart_budget: int = 5  # restarts of the stages allowed within restart_window_s, then the pipeline gives up
@@ -117,7 +119,7 @@ class PipelineConfig:
                 raise ConfigError("devices", f"unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
             check_device(dev, f"{stage}_device")
         for name, value, low in (("threads", self.threads, 0), ("max_inflight", self.max_inflight, 1),
-                                 ("restart_budget", self.restart_budget, 0)):
+                                 ("max_queue", self.max_queue, 0), ("restart_budget", self.restart_budget, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(name, f"must be an integer >= {low}, got {value!r}")
         for stage, n in self.stage_thread_counts.items():
@@ -161,6 +163,19 @@ class StageHealth:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def stage_queue(config: PipelineConfig) -> int:
+    """The waiting bound given to the stages, derived from the one admission limit.
+
+    A long-form request is one admitted request but has up to `longform_coord.WINDOW` segment
+    requests in the stages at once, so each stage holds room for WINDOW x the admitted
+    requests (max_inflight of them decoding in T3, the rest waiting): an admitted request is
+    never refused by a stage.
+    """
+    from pipeline.longform_coord import WINDOW
+
+    return WINDOW * (config.max_inflight + config.max_queue) - config.max_inflight
 
 
 class StageSupervisor:
@@ -208,8 +223,9 @@ class StageSupervisor:
         args = StageArgs(stage=stage, input_endpoint=self.endpoint(stage), output_endpoint=self.endpoint(outputs[stage]),
                          control_endpoint=self.endpoint("control"), model=model, device=self.config.device(stage),
                          threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight,
-                                  "voices_dir": str(self.config.voices_root()),
-                                   **self.config.stage_options})  # T3 and CFM load stored voices
+                                   "max_queue": stage_queue(self.config),
+                                   "voices_dir": str(self.config.voices_root()),  # T3 and CFM load stored voices
+                                   **self.config.stage_options})
         p = mp.get_context("spawn").Process(target=entries[stage], args=(args,), name=f"tts-{stage}", daemon=True)
         p.start()
         with self.lock:

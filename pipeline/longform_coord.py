@@ -18,7 +18,8 @@ the HTTP server) is exactly one request:
   current one's CFM/HiFiGAN work, but never competes with its first chunk;
 - exactly one terminal message: `end` with totals (tokens summed, samples = every segment's
   samples + the pauses, checked against the plan), or the first error (any segment's,
-  named with its position; the other segments are cancelled), or `cancel`. Cancelling the
+  named with its position; the other segments are cancelled), or `end` with reason
+  `cancelled` (wire v2). Cancelling the
   public id cancels every segment in the stages.
 
 The same text, parameters and seed give the same samples as the front-end reference
@@ -44,9 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import zmq
 
-from ipc import framing
 from ipc.schema import Audio, Cancel, End, Error, Message, Request
 from pipeline.text.plan import DEFAULT_SENTENCE_SILENCE_S, SAMPLE_RATE, LongFormPlan, make_plan, pause_samples
 from stages.common.accounting import SAMPLES_PER_TOKEN
@@ -199,7 +198,8 @@ class LongFormRequests:
             return False
         rec = self.coord.records.get(rid)
         if rec is not None and not rec.done:
-            self.coord._finish(rec, Cancel(rid=rid))  # the one terminal message; on_finish cancels the segments
+            # the one terminal message (wire v2: `end` with reason `cancelled`); on_finish cancels the segments
+            self.coord._finish(rec, End(rid=rid, totals={"samples": lf.pos}, reason="cancelled"))
         else:
             self.on_finish(rid)
         return True
@@ -215,10 +215,7 @@ class LongFormRequests:
         for seg in lf.inflight:
             self.segments.pop(seg.rid, None)
             if not seg.ended:
-                try:  # never block on a dead or stuck T3
-                    framing.send(self.coord.to_t3, Cancel(rid=seg.rid), flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    log.warning("could not send a cancel for segment %s: T3 is not taking messages", seg.rid)
+                self.coord._to_t3(Cancel(rid=seg.rid))  # never blocks: what T3 cannot take waits in the outbox
         lf.inflight.clear()
 
     def on_stage_message(self, msg: Message) -> bool:
@@ -272,7 +269,7 @@ class LongFormRequests:
             params = lf.plan.segment_params(k)
             if k:
                 params[CONTINUATION] = True
-            framing.send(self.coord.to_t3, Request(rid=seg.rid, text=lf.plan.segments[k].text, params=params))
+            self.coord._to_t3(Request(rid=seg.rid, text=lf.plan.segments[k].text, params=params))
 
     def _publish(self, lf: _LongForm, msg: Audio) -> None:
         rec = self.coord.records.get(lf.rid)

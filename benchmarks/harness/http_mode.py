@@ -26,12 +26,12 @@ START_TIMEOUT_S = 600.0  # the server's pipeline loads and warms up like the pip
 class HttpMode:
     name = "http"
 
-    def __init__(self, spec, threads: int, max_inflight: int, t3_threads: int = 0):
+    def __init__(self, spec, threads: int, max_inflight: int, t3_threads: int = 0, max_queue: int = 60):
         import httpx
 
         args = [sys.executable, str(ROOT / "bin" / "tts-pipeline"), "http", "--port", "0",
-                "--threads", str(threads), "--max-inflight", str(max_inflight),
-                "--max-streams", str(max(64, 2 * max_inflight)), "--device", spec.device, "--preset", spec.preset]
+                "--threads", str(threads), "--max-inflight", str(max_inflight), "--max-queue", str(max_queue),
+                "--max-streams", str(max(64, max_inflight + max_queue)), "--device", spec.device, "--preset", spec.preset]
         if t3_threads:
             args += ["--t3-threads", str(t3_threads)]
         if spec.checkpoint is not None:

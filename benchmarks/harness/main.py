@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--t3-threads", type=int, default=0, help="torch threads of the T3 stage process (0 = as --threads)")
     ap.add_argument("--seq-threads", type=int, default=0, help="torch threads of the sequential engine (0 = all cores)")
     ap.add_argument("--max-inflight", type=int, default=0, help="T3 slots of the pipeline (0 = the largest concurrency)")
+    ap.add_argument("--max-queue", type=int, default=60, help="requests the pipeline admits beyond --max-inflight (then 'server busy')")
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="where the JSON, markdown and PNGs go")
     ap.add_argument("--name", help="file stem (default pipeline-<date>-<device>-<preset>)")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None, prog_command: str | None = None) -> dict
     say = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     say(f"{len(cells)} cell(s) x {len(modes_wanted)} mode(s), {len(workload.requests())} request(s) each; starting modes")
     t0 = time.perf_counter()
-    modes = make_modes(modes_wanted, spec, args.threads, args.seq_threads, max(1, max_inflight), args.t3_threads)
+    modes = make_modes(modes_wanted, spec, args.threads, args.seq_threads, max(1, max_inflight), args.t3_threads,
+                       max_queue=args.max_queue)
     try:
         run_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         run_args["command"] = prog_command or "python benchmarks/bench_pipeline.py " + shlex.join(argv or sys.argv[1:])

@@ -64,11 +64,11 @@ def run_clients(mode: str, jobs: list[Job], concurrency: int,
 class PipelinedMode:
     name = "pipelined"
 
-    def __init__(self, spec, threads: int, max_inflight: int, t3_threads: int = 0):
+    def __init__(self, spec, threads: int, max_inflight: int, t3_threads: int = 0, max_queue: int = 60):
         from pipeline.api import Pipeline
         from pipeline.launcher import PipelineConfig
 
-        self.config = PipelineConfig(model=spec, threads=threads, max_inflight=max_inflight,
+        self.config = PipelineConfig(model=spec, threads=threads, max_inflight=max_inflight, max_queue=max_queue,
                                      stage_thread_counts={"t3": t3_threads} if t3_threads else {})
         self.pipeline = Pipeline(self.config)
         self.pipeline.start()
@@ -118,17 +118,18 @@ class SequentialMode:
         pass
 
 
-def make_modes(names: Iterable[str], spec, threads: int, seq_threads: int, max_inflight: int, t3_threads: int = 0) -> dict:
+def make_modes(names: Iterable[str], spec, threads: int, seq_threads: int, max_inflight: int, t3_threads: int = 0,
+               max_queue: int = 60) -> dict:
     """Start every requested mode (the pipeline takes seconds: its processes load and warm up)."""
     modes = {}
     try:
         for n in names:
             if n == "pipelined":
-                modes[n] = PipelinedMode(spec, threads, max_inflight, t3_threads)
+                modes[n] = PipelinedMode(spec, threads, max_inflight, t3_threads, max_queue)
             elif n == "http":
                 from benchmarks.harness.http_mode import HttpMode
 
-                modes[n] = HttpMode(spec, threads, max_inflight, t3_threads)
+                modes[n] = HttpMode(spec, threads, max_inflight, t3_threads, max_queue)
             else:
                 modes[n] = SequentialMode(spec, seq_threads)
     except BaseException:

@@ -91,7 +91,7 @@ class LocalSynthesis(Synthesis):
         for chunk in self._chunks:
             yield chunk.start, chunk.pcm
         end = self.handle.end
-        self.completed = end is not None
+        self.completed = end is not None and end.reason != "cancelled"
         self.end_stats = dict(end.stats) if end is not None else {}
 
     def cancel(self) -> None:
@@ -194,8 +194,9 @@ class RemoteSynthesis(Synthesis):
             if self._cancel.is_set():
                 return  # close() then sends the cancel, from this thread (sockets are single-threaded)
             yield msg.start, np.asarray(msg.pcm, dtype=np.float32)
-        # RemoteClient ends quietly on an end or a cancel; a cancel we did not send is not expected
-        self.completed = not self._cancel.is_set()
+        # RemoteClient ends quietly on an end, its reason stop, length or cancelled (client.last_end)
+        end = self.client.last_end
+        self.completed = not self._cancel.is_set() and end is not None and end.reason != "cancelled"
 
     def cancel(self) -> None:
         # Takes effect at the next message from the server: the client's sockets belong to the iterating thread.
@@ -241,13 +242,13 @@ class RemoteBackend:
     def probe(self) -> EngineStatus:
         """Subscribe to a probe topic and wait for the server's welcome (blocks up to PROBE_TIMEOUT_MS)."""
         from ipc import framing
-        from ipc.schema import Welcome
+        from ipc.schema import TOPIC_END, Welcome
         from ipc.sockets import SocketFactory
 
         topic = f"probe-{uuid.uuid4().hex}"
         ok = False
         with SocketFactory(linger_ms=0) as sockets:
-            sub = sockets.socket("SUB", self.pub_endpoint, SUBSCRIBE=topic.encode())
+            sub = sockets.socket("SUB", self.pub_endpoint, SUBSCRIBE=topic.encode() + TOPIC_END)
             deadline = time.monotonic() + PROBE_TIMEOUT_MS / 1000
             while (left := deadline - time.monotonic()) > 0 and sub.poll(int(left * 1000) + 1):
                 _, msg = framing.recv_published(sub)

@@ -73,6 +73,7 @@ EXIT_LINGER_MS = 100  # on the way out, queued sends get this long to reach a li
 MAX_ERROR_CHARS = 2000  # error texts are cut to this (the wire's own limit is 16384)
 PR_SET_NAME = 15  # prctl option (linux/prctl.h)
 MAX_TIMED = 4096  # requests whose timings are kept: far above any stage's max_inflight + max_queue
+DROP_LOG_INTERVAL_S = 1.0  # at most one "dropped a malformed message" line a second (a flood must not flood stderr)
 
 
 class StageWorker(Protocol):
@@ -296,10 +297,25 @@ def _handle(worker: StageWorker, msg: Message, log: logging.Logger) -> list[Mess
             return [err]
 
 
+class _DropNotes:
+    """Logs dropped malformed messages at most once per DROP_LOG_INTERVAL_S, with the count since the last line."""
+
+    def __init__(self, log: logging.Logger):
+        self.log, self.count, self.last = log, 0, -float("inf")
+
+    def note(self, e: ProtocolError) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= DROP_LOG_INTERVAL_S:
+            self.log.warning("dropped a malformed message: %s (%d dropped since the last note)", error_text(str(e))[:300], self.count)
+            self.count, self.last = 0, now
+
+
 def _loop(worker: StageWorker, pull, push, parent_alive: Callable[[], bool], log: logging.Logger, zmq) -> None:
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     timing = _Timing(worker.name)
+    drops = _DropNotes(log)
     while True:
         if not worker.busy():
             poller.poll(POLL_MS)
@@ -311,8 +327,8 @@ def _loop(worker: StageWorker, pull, push, parent_alive: Callable[[], bool], log
                 break
             try:
                 msg = framing.decode(frames)
-            except ProtocolError as e:  # nothing to attribute it to: drop it, say so, carry on
-                log.warning("dropped a malformed message: %s", e)
+            except ProtocolError as e:  # nothing to attribute it to: drop it, say so (rate-limited), carry on
+                drops.note(e)
                 continue
             t1 = time.perf_counter()
             if isinstance(msg, End) and msg.stats:

@@ -9,12 +9,14 @@ token for every active request with one forward. `run` is the process entry.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from ipc.schema import Cancel, End, Error, Message, Request, Tokens
+from stages.common.chain import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE  # the launcher's defaults: one admission limit
 from stages.common.params import parse_params
 from stages.common.process import StageArgs, error_text, stage_main
 from stages.common.requests import RequestTable, forward
@@ -25,11 +27,10 @@ from stages.t3.prefix_cache import DEFAULT_PREFIX_CACHE_SIZE
 from stages.t3.voices import VoiceResolver, store_voices, voice_sampling
 
 STAGE = "t3"
-DEFAULT_MAX_INFLIGHT = 4  # KV-cache slots when the launcher passes no max_inflight
-DEFAULT_MAX_QUEUE = 1024  # waiting requests when the launcher passes no max_queue (the earlier fixed bound)
 # Prefill work admitted per unit of work, in rows x positions (at least one request): ~0.25 s at
 # `small` on one core, so a burst of arrivals delays the active streams' next token by about that.
 ADMIT_ROWS_BUDGET = 256
+IGNORED_LOG_INTERVAL_S = 1.0  # messages of kinds T3 does not take: one log line a second at most
 WARMUP_TOKENS = 4  # decode steps run at start-up so the first real request pays no first-call costs
 log = logging.getLogger("tts.t3")
 
@@ -57,6 +58,7 @@ class T3Worker:
         self.max_waiting = max_inflight + max_queue
         self.table: RequestTable[_Request] = RequestTable(STAGE, max_inflight + self.max_waiting)
         self.waiting: deque[str] = deque()
+        self._ignored, self._ignored_logged = 0, -float("inf")
 
     def warm_up(self) -> None:
         out = self.handle(Request(rid="warmup", seq=0, text="Warm up.", params={"seed": 0, "ignore_eos": True, "max_new_tokens": WARMUP_TOKENS}))
@@ -71,7 +73,11 @@ class T3Worker:
         if isinstance(msg, (Cancel, Error)):
             self._free(msg.rid)
             return [forward(msg, self.table)]  # also for ids we do not know: later stages free theirs
-        log.warning("t3 ignores a %s message for %s", msg.KIND, msg.rid)
+        self._ignored += 1  # data kinds are not T3's input: drop them, at most one log line a second
+        now = time.monotonic()
+        if now - self._ignored_logged >= IGNORED_LOG_INTERVAL_S:
+            log.warning("t3 ignores a %s message for %s (%d ignored since the last note)", msg.KIND, msg.rid[:64], self._ignored)
+            self._ignored, self._ignored_logged = 0, now
         return []
 
     def _request(self, req: Request) -> list[Message]:

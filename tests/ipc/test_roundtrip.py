@@ -6,7 +6,7 @@ import zmq
 
 from ipc import framing
 from ipc.endpoints import Endpoints
-from ipc.schema import Accepted, Audio, Cancel, End, Error, Mel, Ready, Request, Tokens, Welcome
+from ipc.schema import Accepted, Audio, Cancel, End, Error, Mel, Ready, Request, Tokens, Welcome, topic
 from ipc.sockets import SocketFactory
 
 RECV_TIMEOUT_MS = 5000  # a lost message fails the test instead of hanging it
@@ -72,21 +72,22 @@ def test_large_tensor_is_received_without_copy():
 
 
 def test_pub_sub_filters_by_request_id():
+    """The topic terminator: a subscriber of "want" never sees "want1" (an id it is a prefix of)."""
     with SocketFactory(Endpoints("ipc")) as f:
         pub = f.socket("PUB", f.endpoint("pub"))
         sub = f.socket("SUB", f.bound_address(pub), RCVTIMEO=RECV_TIMEOUT_MS)
-        sub.setsockopt(zmq.SUBSCRIBE, b"want")
+        sub.setsockopt(zmq.SUBSCRIBE, topic("want"))
         # Slow joiner: publish probes until the subscription has reached the publisher.
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
         while True:
-            framing.send(pub, Cancel(rid="want", seq=0), topic=b"want")
+            framing.send(pub, Cancel(rid="want", seq=0), topic=topic("want"))
             if poller.poll(50):
                 framing.recv_published(sub)
                 break
         for i in range(5):
-            framing.send(pub, Audio(rid="other", seq=i, start=0, sample_rate=24000, pcm=np.ones(4, np.float32)), topic=b"other")
-            framing.send(pub, Audio(rid="want", seq=i, start=4 * i, sample_rate=24000, pcm=np.full(4, i, np.float32)), topic=b"want")
+            framing.send(pub, Audio(rid="want1", seq=i, start=0, sample_rate=24000, pcm=np.ones(4, np.float32)), topic=topic("want1"))
+            framing.send(pub, Audio(rid="want", seq=i, start=4 * i, sample_rate=24000, pcm=np.full(4, i, np.float32)), topic=topic("want"))
         got = [framing.recv_published(sub) for _ in range(5)]
         assert [m.rid for _, m in got] == ["want"] * 5
         assert [m.seq for _, m in got] == list(range(5))
