@@ -31,7 +31,7 @@ SR = 24_000
 
 # --- the bookkeeping, against a fake coordinator ---------------------------------------------
 class FakeCoordinator:
-    """What LongFormRequests uses of the coordinator: records, _deliver, _finish, and a T3 socket (read back here)."""
+    """What LongFormRequests uses of the coordinator: records, _deliver, _finish, and _to_t3 (read back here)."""
 
     def __init__(self):
         ctx = zmq.Context.instance()
@@ -42,6 +42,9 @@ class FakeCoordinator:
         self.to_t3.connect(addr)
         self.records, self.out = {}, []
         self.longform = LongFormRequests(self)
+
+    def _to_t3(self, msg):
+        framing.send(self.to_t3, msg)
 
     def _deliver(self, rec, msg):
         self.out.append(msg)
@@ -139,14 +142,15 @@ def test_the_first_error_is_the_one_terminal_message_and_cancels_the_other_segme
     assert [type(m) for m in fake.out] == [Audio, Error]
 
 
-def test_cancelling_the_public_id_cancels_every_segment_and_ends_with_one_cancel(fake):
+def test_cancelling_the_public_id_cancels_every_segment_and_ends_with_one_cancelled_end(fake):
     start(fake)
     (r0,) = fake.sent()
     fake.longform.on_stage_message(audio(r0.rid, 0, 960))
     (r1,) = fake.sent()
     assert fake.longform.segment_ids("pub") == [r0.rid, r1.rid]  # what a stage's death re-cancels after the restart
     assert fake.longform.cancel("pub") and not fake.longform.cancel("pub")
-    assert [type(m) for m in fake.out] == [Audio, Cancel] and fake.out[-1].rid == "pub"
+    assert [type(m) for m in fake.out] == [Audio, End] and fake.out[-1].rid == "pub"
+    assert fake.out[-1].reason == "cancelled" and fake.out[-1].totals == {"samples": fake.out[0].pcm.shape[0]}
     assert {(type(m), m.rid) for m in fake.sent()} == {(Cancel, r0.rid), (Cancel, r1.rid)}
     assert fake.longform.active == {} and fake.longform.segments == {} and fake.longform.segment_ids("pub") == []
 
@@ -305,7 +309,8 @@ def test_cancel_mid_way_ends_with_one_terminal_message(tts):
         sockets.close()
     assert {m.rid for m in msgs} == {handle.rid}
     terminal = [m for m in msgs if isinstance(m, (End, Error, Cancel))]
-    assert len(terminal) == 1 and isinstance(terminal[0], Cancel) and msgs[-1] is terminal[0]
+    assert len(terminal) == 1 and isinstance(terminal[0], End) and msgs[-1] is terminal[0]
+    assert terminal[0].reason == "cancelled"  # wire v2: a cancelled request ends with `end`, reason `cancelled`
     assert tts.synthesize("After the cancel.", **TOKENS).size == 2 * 960  # the stages carry on
     assert tts.coordinator.longform.active == {} and tts.coordinator.longform.segments == {}
 
