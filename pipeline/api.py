@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import queue
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -49,12 +49,15 @@ class Pipeline:
         self.close()
 
     def start(self) -> None:
-        self.config.model.check()
+        spec = self.config.model.check().resolved()  # the model family is detected once, here
+        if spec != self.config.model:
+            self.config = replace(self.config, model=spec)
         warn_if_builtin(self.config.model)
         self.sockets = SocketFactory()
         try:
             self.supervisor = StageSupervisor(self.config, self.sockets)
-            self.coordinator = Coordinator(self.sockets, self.supervisor.endpoint, self.config.schedule)
+            self.coordinator = Coordinator(self.sockets, self.supervisor.endpoint, self.config.schedule,
+                                           model=spec.kind)
             self.supervisor.start()
             self.coordinator.start()
             self.supervisor.watch(self.coordinator.stage_died)

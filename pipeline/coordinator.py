@@ -68,8 +68,9 @@ class Record:
 
 
 class Coordinator:
-    def __init__(self, sockets: SocketFactory, endpoint, schedule: ChunkSchedule | None = None):
+    def __init__(self, sockets: SocketFactory, endpoint, schedule: ChunkSchedule | None = None, model: str | None = None):
         self.sockets, self.schedule = sockets, schedule or ChunkSchedule()
+        self.model = model  # the model family: which request parameters are valid (None = chatterbox)
         self.to_t3 = sockets.socket("PUSH", endpoint("t3"))
         self.audio = sockets.socket("PULL", endpoint("audio"))
         self.pub = sockets.socket("XPUB", endpoint("pub"), XPUB_VERBOSE=1)  # see every subscription, repeats too
@@ -96,7 +97,7 @@ class Coordinator:
     def submit(self, text: str, params: dict[str, Any] | None = None, rid: str | None = None) -> tuple[str, "queue.Queue[Message]", dict]:
         """Validate and queue a request; returns (rid, the queue its messages arrive on, the resolved params)."""
         check_text(text)
-        resolved = resolve_params(params, self.schedule)
+        resolved = resolve_params(params, self.schedule, self.model)
         rid = rid or new_request_id()
         sink: queue.Queue[Message] = queue.Queue()
         with self.lock:
@@ -228,7 +229,7 @@ class Coordinator:
         else:
             try:
                 check_text(msg.text)
-                resolved = resolve_params(msg.params, self.schedule)
+                resolved = resolve_params(msg.params, self.schedule, self.model)
                 with self.lock:
                     if self.dead:
                         raise RequestError(self.dead)

@@ -19,7 +19,7 @@ from ipc.endpoints import Endpoints
 from ipc.schema import Error, ProtocolError, Ready
 from ipc.sockets import SocketFactory
 from pipeline.models import ModelSpec
-from stages.cfm.schedule import ChunkSchedule
+from stages.cfm.schedule import ChunkSchedule, default_schedule
 from stages.common.process import StageArgs
 
 STAGES = ("t3", "cfm", "hifigan")  # in chain order
@@ -40,7 +40,7 @@ def default_threads_per_stage() -> int:
 @dataclass(frozen=True)
 class PipelineConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
-    schedule: ChunkSchedule = field(default_factory=ChunkSchedule)
+    schedule: ChunkSchedule | None = None  # None = the model family's defaults (stages/cfm/schedule.py)
     devices: dict[str, str] = field(default_factory=dict)  # per-stage device overrides of model.device
     threads: int = 0  # torch threads per stage process; 0 = cores / 3
     stage_thread_counts: dict[str, int] = field(default_factory=dict)  # per-stage overrides of `threads`
@@ -48,6 +48,19 @@ class PipelineConfig:
     host: str = "127.0.0.1"
     base_port: int = 0  # tcp: first port; 0 = free ports picked at start
     max_inflight: int = 4  # concurrent requests in T3 (KV-cache slots); more wait in a queue
+
+    def __post_init__(self) -> None:
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", default_schedule(self.model_kind))
+
+    @property
+    def model_kind(self) -> str:
+        """"chatterbox" or "turbo"; a checkpoint that cannot be detected counts as chatterbox here (the start
+        fails on it anyway, with the reason, in ModelSpec.check)."""
+        try:
+            return self.model.kind
+        except Exception:
+            return "chatterbox"
 
     def device(self, stage: str) -> str:
         return self.devices.get(stage, self.model.device)

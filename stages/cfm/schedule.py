@@ -90,3 +90,20 @@ class ChunkSchedule:
         base = base or cls()
         names = {f.name for f in fields(cls)}
         return cls(**{**base.to_dict(), **{k: v for k, v in params.items() if k in names and v is not None}})
+
+
+# Per-model defaults (stages/common/layout.py names the families). Turbo's meanflow decoder is
+# distilled for 2 solver steps; the other knobs were re-chosen with benchmarks/bench_streaming.py
+# at turbo-small (benchmarks/results/streaming-turbo-*.md, docs/streaming.md).
+DEFAULT_SCHEDULES = {
+    "chatterbox": ChunkSchedule(),
+    "turbo": ChunkSchedule(n_timesteps=2),
+}
+
+
+def default_schedule(model: str = "chatterbox") -> ChunkSchedule:
+    """The schedule a request of this model family gets for every knob it does not set."""
+    try:
+        return DEFAULT_SCHEDULES[model]
+    except KeyError:
+        raise ValueError(f"no schedule defaults for model {model!r}") from None

@@ -62,7 +62,7 @@ class CFMWorker(ChainWorker):
         assert sum(isinstance(m, End) for m in out) == 2 and len(self.table) == 0 and not self.batch, out
 
     def start(self, req: Request):
-        stream = new_cfm_stream(self.part, parse_params(req.params, self.default_schedule))
+        stream = new_cfm_stream(self.part, parse_params(req.params, self.default_schedule, self.part.model))
         return _Request(stream), [Request(rid=req.rid, seq=0, text="", params=req.params)]
 
     def data(self, msg: Message, st: _Request) -> list[FlowJob]:

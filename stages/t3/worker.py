@@ -83,7 +83,7 @@ class T3Worker:
             return [Error(rid=rid, stage=STAGE, message=f"t3: {self.max_waiting} requests already waiting; "
                           "the coordinator's admission limit (max_inflight + max_queue) was bypassed")]
         try:
-            params = parse_params(req.params)
+            params = parse_params(req.params, model=self.part.model)
             key, conds = self.voices.resolve(params.voice)
             ids, max_new = self.batch.check(self.part.encode(req.text), conds, params.sampling)
         except ValueError as e:  # bad input: this request fails, nothing else
