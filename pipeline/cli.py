@@ -37,10 +37,13 @@ def _terminate_on_sigterm() -> None:
 # --- shared options ------------------------------------------------------------------------
 def model_options(f):
     for opt in reversed([
-        click.option("--checkpoint", type=click.Path(file_okay=False), help="Directory with t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, conds.pt."),
+        click.option("--checkpoint", type=click.Path(file_okay=False), help="Checkpoint directory: Chatterbox's (t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, conds.pt) or Turbo's (t3_turbo_v1.safetensors, s3gen_meanflow.safetensors, ve.safetensors, conds.pt, GPT-2 tokenizer files); detected."),
         click.option("--hf-repo", help="Download the checkpoint from this Hugging Face repo (needs the `hf` extra and network)."),
-        click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "chatterbox"]),
-                     help="Sizes of the built-in random-weight model (ignored with --checkpoint)."),
+        click.option("--preset", default="tiny", show_default=True,
+                     type=click.Choice(["tiny", "small", "chatterbox", "turbo-tiny", "turbo-small", "turbo"]),
+                     help="Sizes of the built-in random-weight model (ignored with --checkpoint); turbo* = Chatterbox Turbo."),
+        click.option("--model", type=click.Choice(["chatterbox", "turbo"]), default=None,
+                     help="Which model a --checkpoint directory holding both layouts runs (otherwise detected)."),
         click.option("--device", default="cpu", show_default=True, help="torch device for every stage (cpu, cuda, cuda:1, ...)."),
         click.option("--t3-device", help="Override --device for T3."),
         click.option("--cfm-device", help="Override --device for CFM."),
@@ -63,7 +66,8 @@ PARAM_OPTIONS = [
     ("--cfg-weight", float, "Classifier-free guidance weight (default 0.5)."),
     ("--exaggeration", float, "Emotion exaggeration (default 0.5)."),
     ("--min-p", float, "Min-p filter (default 0.05)."),
-    ("--top-p", float, "Top-p filter (default 1.0 = off)."),
+    ("--top-p", float, "Top-p filter (default 1.0 = off; Turbo 0.95)."),
+    ("--top-k", int, "Turbo only: top-k filter (default 1000; 0 = off)."),
     ("--repetition-penalty", float, "Repetition penalty (default 1.2)."),
     ("--max-new-tokens", int, "Speech token cap (default: proportional to the text)."),
     ("--first-chunk-tokens", int, "Tokens in the first audio chunk (default 4)."),
@@ -72,7 +76,7 @@ PARAM_OPTIONS = [
     ("--extra-lookahead-tokens", int, "Right context beyond the 3 required tokens (default 0)."),
     ("--left-context-tokens", str, "Re-run left context in tokens, or 'all' (default 32)."),
     ("--prompt-tokens", str, "Voice-prompt tokens per flow call, or 'all' (default 50)."),
-    ("--n-timesteps", int, "Flow solver steps (default 10)."),
+    ("--n-timesteps", int, "Flow solver steps (default 10; Turbo 2)."),
     ("--vocoder-lookahead-frames", str, "Frames the vocoder holds back, or 'exact' (default exact)."),
 ]
 
@@ -109,7 +113,8 @@ def build_config(kw: dict[str, Any]):
         if checkpoint:
             raise click.UsageError("give --checkpoint or --hf-repo, not both")
         checkpoint = download_checkpoint(hf_repo)
-    spec = ModelSpec(checkpoint=checkpoint, preset=kw.pop("preset"), device=kw.pop("device"), dtype=kw.pop("dtype"))
+    spec = ModelSpec(checkpoint=checkpoint, preset=kw.pop("preset"), device=kw.pop("device"), dtype=kw.pop("dtype"),
+                     model=kw.pop("model", None))
     devices = {s: d for s in ("t3", "cfm", "hifigan") if (d := kw.pop(f"{s}_device"))}
     t3_threads = kw.pop("t3_threads")
     return PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
@@ -172,7 +177,7 @@ def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect
                       sentence_silence=sentence_silence, quiet=quiet, window=window)
     if connect:
         opts.mode, opts.connect, opts.pub = "remote", connect, pub
-        opts.model = ModelSpec(checkpoint=kw["checkpoint"], preset=kw["preset"])  # whose tokenizer segments the text
+        opts.model = ModelSpec(checkpoint=kw["checkpoint"], preset=kw["preset"], model=kw.get("model"))  # whose tokenizer segments the text
     else:
         opts.mode = "sequential" if sequential else "local"
         opts.config = build_config(kw)
@@ -254,12 +259,15 @@ def subscribe(endpoint, request_id, write_pcm, fmt, quiet) -> None:
 def info(**kw) -> None:
     """JSON describing the model, sample rate, formats and endpoints (on stdout)."""
     from ipc.schema import KINDS, PROTOCOL_VERSION
-    from stages.cfm.schedule import ChunkSchedule
 
     config = build_config(kw)
     spec = config.model
+    try:
+        kind = spec.kind
+    except Exception as e:  # an undetectable or ambiguous directory: say why, non-zero
+        fail(str(e))
     out = {
-        "model": {"checkpoint": str(spec.checkpoint) if spec.checkpoint else None, "builtin": spec.builtin,
+        "model": {"name": kind, "checkpoint": str(spec.checkpoint) if spec.checkpoint else None, "builtin": spec.builtin,
                   "preset": None if spec.checkpoint else spec.preset, "description": spec.describe(),
                   "dtype": spec.dtype, "devices": {s: config.device(s) for s in ("t3", "cfm", "hifigan")}},
         "sample_rate": SAMPLE_RATE,
@@ -267,7 +275,7 @@ def info(**kw) -> None:
         "samples_per_token": 960,
         "formats": list(FORMATS),
         "output_files": list(SUFFIXES),
-        "schedule_defaults": ChunkSchedule().to_dict(),
+        "schedule_defaults": config.schedule.to_dict(),  # the model family's (Turbo: 2 solver steps)
         "endpoints": {"transport": config.transport,
                       "requests": "ROUTER (DEALER clients send `request`, get `accepted` or `error`)",
                       "pub": "XPUB (topic = request id; `welcome` on subscribe)",
