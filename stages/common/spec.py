@@ -64,10 +64,10 @@ class ModelSpec:
         return DTYPES[self.dtype]
 
     def describe(self) -> str:
-        kind = {CHATTERBOX: "Chatterbox", TURBO: "Chatterbox Turbo"}.get(self._kind_or_none(), "?")
+        turbo = " (Chatterbox Turbo)" if self._kind_or_none() == TURBO else ""
         if self.checkpoint:
-            return f"{kind} checkpoint {self.checkpoint}"
-        return f"built-in random-weight {kind} model (preset {self.preset})"
+            return f"checkpoint {self.checkpoint}{turbo}"
+        return f"built-in random-weight model{turbo} (preset {self.preset})"
 
     def _kind_or_none(self) -> str | None:
         try:
