@@ -123,14 +123,17 @@ def build_config(kw: dict[str, Any]):
 
 
 def download_checkpoint(repo: str) -> str:
-    from pipeline.models import REQUIRED_FILES
+    from pipeline.layout import CHATTERBOX_FILES, TURBO_FILES
+
+    # both layouts' files (a repo holds one of them; detection then picks it), Turbo's optional tokenizer files too
+    patterns = sorted({*CHATTERBOX_FILES, *TURBO_FILES, "special_tokens_map.json", "tokenizer_config.json"})
 
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         fail("--hf-repo needs huggingface_hub: pip install '.[hf]' (or download the files and use --checkpoint DIR)")
     try:
-        return snapshot_download(repo_id=repo, allow_patterns=list(REQUIRED_FILES))
+        return snapshot_download(repo_id=repo, allow_patterns=patterns)
     except Exception as e:
         fail(f"could not download {repo}: {type(e).__name__}: {e}")
 
