@@ -15,6 +15,45 @@ class EndpointError(ValueError):
     """An endpoint cannot be made (path too long, unknown transport, ...)."""
 
 
+OWNER_FILE = "owner"  # "<pid> <start time>" of the process that made a run directory
+
+
+def _start_time(pid: int) -> str:
+    """A process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it names one process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def remove_stale_run_dirs(base: str | os.PathLike, prefix: str = "tts-") -> list[Path]:
+    """Remove run directories under `base` left by a server that was killed (SIGKILL, OOM): ours, with an owner that is gone.
+
+    A directory counts as stale only when it belongs to this user and its owner file names a
+    process that no longer runs (or a different process that reused the pid); one without an
+    owner file is left alone.
+    """
+    removed = []
+    try:
+        candidates = list(Path(base).glob(f"{prefix}*"))
+    except OSError:
+        return removed
+    for d in candidates:
+        try:
+            if not d.is_dir() or d.is_symlink() or d.stat().st_uid != os.getuid():
+                continue
+            fields = (d / OWNER_FILE).read_text().split()
+            pid = int(fields[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        started = fields[1] if len(fields) > 1 else None
+        alive = Path(f"/proc/{pid}").exists() and (started is None or _start_time(pid) == started)
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 class RunDir:
     """A private directory holding one run's `ipc://` socket files; removed by `close()`.
 
@@ -27,7 +66,9 @@ class RunDir:
             base = tempfile.gettempdir()
             if len(os.fsencode(base)) > 40:  # leave room for "/tts-xxxxxxxx/<name>.sock"
                 base = "/tmp"
+        remove_stale_run_dirs(base, prefix)
         self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))  # mkdtemp: mode 0700, unique
+        (self.path / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
 
     def endpoint(self, name: str) -> str:
         path = self.path / f"{name}.sock"

@@ -7,7 +7,10 @@
 """
 from __future__ import annotations
 
+import logging
 import queue
+import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
@@ -16,10 +19,12 @@ import numpy as np
 from ipc.schema import Audio, Cancel, End, Error
 from ipc.sockets import SocketFactory
 from pipeline.coordinator import Coordinator, RequestError
-from pipeline.launcher import PipelineConfig, StageSupervisor
+from pipeline.launcher import STOP_TIMEOUT_S, PipelineConfig, StageSupervisor
 from pipeline.models import ModelSpec, warn_if_builtin
 
 SAMPLE_RATE = 24_000  # Hz, every Chatterbox model's output rate
+log = logging.getLogger("tts.pipeline")
+DRAIN_POLL_S = 0.02  # how often close(drain=...) looks whether the requests in flight are done
 
 
 @dataclass
@@ -39,6 +44,10 @@ class Pipeline:
         self.sockets: SocketFactory | None = None
         self.supervisor: StageSupervisor | None = None
         self.coordinator: Coordinator | None = None
+        self.failed = threading.Event()  # set when the supervisor gave up restarting a stage (unhealthy for good)
+        self.failure = ""  # why
+        self._force = threading.Event()  # force_close(): a drain in progress ends now
+        self._draining = False
 
     # --- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Pipeline":
@@ -52,6 +61,7 @@ class Pipeline:
         spec = self.config.model.check().resolved()  # the model family is detected once, here
         if spec != self.config.model:
             self.config = replace(self.config, model=spec)
+        self.config.check()  # ConfigError (a ValueError) names the setting
         warn_if_builtin(self.config.model)
         self.sockets = SocketFactory()
         try:
@@ -60,13 +70,43 @@ class Pipeline:
                                            model=spec.kind)
             self.supervisor.start()
             self.coordinator.start()
-            self.supervisor.watch(self.coordinator.stage_died)
+            self.supervisor.watch(self.coordinator.stage_died, self.coordinator.stage_ready, self._gave_up)
         except BaseException:
             self.close()
             raise
 
-    def close(self) -> None:
-        """Stop the coordinator and the stages, close every socket, remove the run directory (idempotent)."""
+    def _gave_up(self, message: str) -> None:
+        self.failure = message
+        if self.coordinator is not None:
+            self.coordinator.give_up(message)
+        self.failed.set()
+
+    def close(self, drain: float | None = None) -> None:
+        """Stop the coordinator and the stages, close every socket, remove the run directory (idempotent).
+
+        drain: seconds to let the requests in flight finish first (new ones are refused with
+        `shutting down`); whatever is left then fails with `shutting down`. Without it they
+        fail at once. Either way every consumer gets its terminal message, none is left blocked.
+        """
+        coordinator, supervisor = self.coordinator, self.supervisor
+        if coordinator is not None and supervisor is not None:
+            try:
+                if drain and not coordinator.dead:
+                    self._draining = True
+                    with coordinator.lock:
+                        coordinator.draining = "the server is stopping and takes no new requests"
+                    deadline = time.monotonic() + drain
+                    while coordinator.in_flight() and time.monotonic() < deadline and not self._force.is_set():
+                        time.sleep(DRAIN_POLL_S)
+                    left = coordinator.in_flight()
+                    coordinator.fail_all("shutting down: the drain was cut short (stopped at once)" if self._force.is_set() else
+                                         f"shutting down: the request did not finish within the {drain:g} s drain timeout")
+                    if left:
+                        log.warning("drain ended: %d request(s) failed with `shutting down`", left)
+                else:
+                    coordinator.fail_all("shutting down: the pipeline was closed")
+            except Exception:  # closing must go on whatever happened to the coordinator
+                log.exception("failing the requests in flight on close")
         coordinator, supervisor, sockets = self.coordinator, self.supervisor, self.sockets
         self.coordinator = self.supervisor = self.sockets = None
         try:
@@ -75,10 +115,41 @@ class Pipeline:
         finally:
             try:
                 if supervisor is not None:
-                    supervisor.stop()
+                    supervisor.stop(0 if self._force.is_set() else STOP_TIMEOUT_S)
             finally:
                 if sockets is not None:
                     sockets.close()  # closes every socket and removes the run directory
+                self._draining = False
+
+    def force_close(self) -> None:
+        """Cut a close(drain=...) in progress short (from a signal handler or another thread): fail the rest now, kill the stages."""
+        self._force.set()
+
+    def status(self) -> dict[str, Any]:
+        """Health for operators and the HTTP app: state, reason, every stage's health and restarts, requests in flight.
+
+        state: "ready", "restarting" (a stage is down and being restarted), "unhealthy" (the
+        supervisor gave up), "draining" (close(drain=...) in progress) or "stopped".
+        """
+        coordinator, supervisor = self.coordinator, self.supervisor
+        if coordinator is None or supervisor is None:
+            return {"state": "stopped", "reason": "the pipeline is not running", "stages": {}, "active": 0, "restarts": 0}
+        stages = supervisor.snapshot()
+        with coordinator.lock:
+            active, down, dead = len(coordinator.records), dict(coordinator.down), coordinator.dead
+        restarting = {n: h for n, h in stages.items() if h.state != "up"}
+        if dead or supervisor.gave_up:
+            state, reason = "unhealthy", dead or supervisor.gave_up
+        elif self._draining:
+            state, reason = "draining", "shutting down"
+        elif down or restarting:
+            name = next(iter(down or restarting))
+            state = "restarting"
+            reason = f"restarting: {down[name]}" if name in down else f"restarting: stage {name} is not running"
+        else:
+            state, reason = "ready", ""
+        return {"state": state, "reason": reason, "stages": {n: h.to_dict() for n, h in stages.items()},
+                "active": active, "restarts": sum(h.restarts for h in stages.values())}
 
     @property
     def endpoints(self) -> dict[str, str]:

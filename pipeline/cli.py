@@ -35,6 +35,23 @@ def _terminate_on_sigterm() -> None:
 
 
 # --- shared options ------------------------------------------------------------------------
+def _device_option(ctx, param, value):
+    """Check a device flag at parse time (before any stage starts): cpu, cuda, cuda:N, and CUDA present."""
+    from pipeline.launcher import ConfigError, check_device
+
+    if value is None:
+        return None
+    try:
+        return check_device(value, param.name)
+    except ConfigError as e:
+        raise click.BadParameter(e.reason, ctx=ctx, param=param) from None
+
+
+def _flag(option: str) -> str:
+    """A PipelineConfig / request parameter name as its command-line flag ("max_inflight" -> "'--max-inflight'")."""
+    return f"'--{option.replace('_', '-')}'"
+
+
 def model_options(f):
     for opt in reversed([
         click.option("--checkpoint", type=click.Path(file_okay=False), help="Checkpoint directory: Chatterbox's (t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, conds.pt) or Turbo's (t3_turbo_v1.safetensors, s3gen_meanflow.safetensors, ve.safetensors, conds.pt, GPT-2 tokenizer files); detected."),
@@ -44,17 +61,19 @@ def model_options(f):
                      help="Sizes of the built-in random-weight model (ignored with --checkpoint); turbo* = Chatterbox Turbo."),
         click.option("--model", type=click.Choice(["chatterbox", "turbo"]), default=None,
                      help="Which model a --checkpoint directory holding both layouts runs (otherwise detected)."),
-        click.option("--device", default="cpu", show_default=True, help="torch device for every stage (cpu, cuda, cuda:1, ...)."),
-        click.option("--t3-device", help="Override --device for T3."),
-        click.option("--cfm-device", help="Override --device for CFM."),
-        click.option("--hifigan-device", help="Override --device for HiFiGAN."),
+        click.option("--device", default="cpu", show_default=True, callback=_device_option,
+                     help="torch device for every stage: cpu, cuda (the current CUDA device) or cuda:N."),
+        click.option("--t3-device", callback=_device_option, help="Override --device for T3."),
+        click.option("--cfm-device", callback=_device_option, help="Override --device for CFM."),
+        click.option("--hifigan-device", callback=_device_option, help="Override --device for HiFiGAN."),
         click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
                      help="dtype of T3 and CFM (HiFiGAN always runs float32)."),
-        click.option("--threads", type=int, default=0, help="torch threads per stage process (0 = cores / 3)."),
-        click.option("--t3-threads", type=int, help="Override --threads for T3 (the autoregressive bottleneck on CPU)."),
+        click.option("--threads", type=click.IntRange(min=0), default=0, help="torch threads per stage process (0 = cores / 3)."),
+        click.option("--t3-threads", type=click.IntRange(min=1), help="Override --threads for T3 (the autoregressive bottleneck on CPU)."),
         click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"])),
-        click.option("--port", type=int, default=0, help="tcp: first port (0 = free ports)."),
-        click.option("--max-inflight", type=int, default=4, show_default=True, help="Concurrent requests in T3."),
+        click.option("--port", type=click.IntRange(0, 65535), default=0,
+                     help="tcp: first of 7 consecutive ports (0 = free ports)."),
+        click.option("--max-inflight", type=click.IntRange(min=1), default=4, show_default=True, help="Concurrent requests in T3."),
     ]):
         f = opt(f)
     return f
@@ -117,9 +136,38 @@ def build_config(kw: dict[str, Any]):
                      model=kw.pop("model", None))
     devices = {s: d for s in ("t3", "cfm", "hifigan") if (d := kw.pop(f"{s}_device"))}
     t3_threads = kw.pop("t3_threads")
-    return PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
-                          stage_thread_counts={"t3": t3_threads} if t3_threads else {},
-                          base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"))
+    config = PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
+                            stage_thread_counts={"t3": t3_threads} if t3_threads else {},
+                            base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"))
+    return check_config(config)
+
+
+def check_config(config):
+    """PipelineConfig.check() with click's conventions: exit 2, `Error: Invalid value for '--port': ...`."""
+    from pipeline.launcher import ConfigError
+
+    try:
+        return config.check()
+    except ConfigError as e:
+        raise click.BadParameter(e.reason, param_hint=_flag(e.option)) from None
+
+
+def check_params(params: dict[str, Any], model) -> dict[str, Any]:
+    """Request flags validated as the coordinator will (before start-up), errors naming the flag."""
+    from pipeline.launcher import max_new_tokens_limit
+    from stages.common.params import parse_params
+
+    try:
+        parse_params(params)
+    except ValueError as e:
+        text = str(e)
+        field = text.split(" ", 1)[0]
+        raise click.BadParameter(text, param_hint=_flag(field) if field in params else None) from None
+    limit = max_new_tokens_limit(model) if model is not None else None  # remote: the server checks its own model
+    if limit is not None and params.get("max_new_tokens", 0) > limit:
+        raise click.BadParameter(f"{params['max_new_tokens']} is over this model's limit of {limit} speech tokens "
+                                 "(the KV-cache length less the shortest prompt)", param_hint="'--max-new-tokens'")
+    return params
 
 
 def download_checkpoint(repo: str) -> str:
@@ -138,7 +186,35 @@ def download_checkpoint(repo: str) -> str:
         fail(f"could not download {repo}: {type(e).__name__}: {e}")
 
 
+def package_version() -> str:
+    """The engine's version: the checkout's pyproject.toml when run from one, else the installed package's."""
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file():
+        import tomllib
+
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+    from importlib.metadata import version
+
+    return version("chatterbox-streaming-engine")
+
+
+def _version_message() -> str:
+    from ipc.schema import PROTOCOL_VERSION
+
+    return f"tts-pipeline {package_version()} (wire protocol {PROTOCOL_VERSION})"
+
+
+def _print_version(ctx, param, value) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_message())
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print the version (and the wire protocol's) and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
 def main(verbose: bool) -> None:
     """Streaming Chatterbox text-to-speech: T3 -> CFM -> HiFiGAN over ZeroMQ."""
@@ -185,6 +261,7 @@ def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect
         opts.mode = "sequential" if sequential else "local"
         opts.config = build_config(kw)
         opts.model = opts.config.model
+    check_params(params, opts.model if not connect else None)
     try:
         run_say(opts, log)
     except SayError as e:
@@ -193,29 +270,78 @@ def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect
         fail("interrupted", 130)
 
 
+SERVE_POLL_S = 0.1  # how often `serve`'s main thread looks for a signal or a supervisor that gave up
+DEFAULT_DRAIN_TIMEOUT_S = 10.0  # long enough for a typical sentence in flight to finish, short for an orchestrator's stop
+
+
 @main.command()
 @model_options
-def serve(**kw) -> None:
-    """Run the pipeline for remote clients: prints its request and publish endpoints, runs until Ctrl-C / SIGTERM."""
-    _terminate_on_sigterm()
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=DEFAULT_DRAIN_TIMEOUT_S, show_default=True,
+              help="On SIGTERM / Ctrl-C: seconds to let requests in flight finish (new ones get `shutting down`); "
+                   "a second signal stops at once.")
+@click.option("--restart-budget", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Stage restarts allowed within --restart-window; one more death and the server exits non-zero.")
+@click.option("--restart-window", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds over which --restart-budget counts.")
+def serve(drain_timeout, restart_budget, restart_window, **kw) -> None:
+    """Run the pipeline for remote clients: prints its request and publish endpoints, runs until Ctrl-C / SIGTERM.
+
+    A stage that dies is restarted (see --restart-budget). The first SIGTERM / Ctrl-C drains: no
+    new requests, those in flight finish (up to --drain-timeout, then `shutting down` errors),
+    exit 0. A second signal stops at once.
+    """
+    import dataclasses
+    import time
+
+    import zmq
+
     from pipeline.api import Pipeline
     from pipeline.launcher import PipelineStartError
     from stages.common.weights import CheckpointError
 
+    config = dataclasses.replace(build_config(kw), restart_budget=restart_budget, restart_window_s=restart_window)
+    # The handler only appends and sets flags read without locks: it runs in the main thread between
+    # any two bytecodes, so taking a lock there (Event.set) could deadlock against the main thread itself.
+    signals: list[int] = []
+    holder: list[Pipeline] = []
+
+    def on_signal(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            if holder:
+                log(f"{signal.Signals(signum).name}: draining (up to {drain_timeout:g} s); send it again to stop at once")
+            else:
+                raise KeyboardInterrupt  # still starting: nothing to drain
+        elif holder:
+            log("second signal: stopping now")
+            holder[0].force_close()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    tts = Pipeline(config)
     try:
-        config = build_config(kw)
-        with Pipeline(config) as tts:
-            eps = tts.endpoints
-            log(f"requests: {eps['requests']}")
-            log(f"publish: {eps['pub']}")
-            log(f"connect with: tts-pipeline say --connect {eps['requests']} --pub {eps['pub']} TEXT")
-            log("serving; Ctrl-C to stop")
-            while True:
-                signal.pause()  # the coordinator thread does the work; this one waits for Ctrl-C / SIGTERM
+        tts.start()
     except (ValueError, CheckpointError, PipelineStartError) as e:
         fail(str(e))
+    except zmq.ZMQError as e:  # an endpoint could not be bound
+        fail(f"cannot bind the server's endpoints: {e}")
     except KeyboardInterrupt:
-        log("stopped")
+        fail("interrupted during start-up", 130)
+    holder.append(tts)
+    try:
+        eps = tts.endpoints
+        log(f"requests: {eps['requests']}")
+        log(f"publish: {eps['pub']}")
+        log(f"connect with: tts-pipeline say --connect {eps['requests']} --pub {eps['pub']} TEXT")
+        log("serving; Ctrl-C to stop")
+        while not signals and not tts.failed.is_set():
+            time.sleep(SERVE_POLL_S)  # the coordinator thread does the work; this one waits for a signal or a give-up
+    finally:
+        if tts.failed.is_set():
+            tts.close()
+            fail(f"unhealthy: {tts.failure}")
+        tts.close(drain=drain_timeout)
+    log("stopped")
 
 
 @main.command()
@@ -257,6 +383,16 @@ def subscribe(endpoint, request_id, write_pcm, fmt, quiet) -> None:
         pass
 
 
+def supervision_info(config) -> dict[str, Any]:
+    """The restart and drain policy (live stage health: Pipeline.status(), the HTTP /readyz and /metrics)."""
+    from pipeline.launcher import RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S, STAGES
+
+    return {"stages": list(STAGES), "restart_budget": config.restart_budget, "restart_window_s": config.restart_window_s,
+            "restart_backoff_s": {"first": RESTART_BACKOFF_S, "max": RESTART_BACKOFF_MAX_S},
+            "drain_timeout_s": DEFAULT_DRAIN_TIMEOUT_S,
+            "health": "Pipeline.status(); `tts-pipeline http`: GET /readyz, /metrics (tts_stage_up, tts_stage_restarts)"}
+
+
 @main.command()
 @model_options
 def info(**kw) -> None:
@@ -286,6 +422,7 @@ def info(**kw) -> None:
                       else f"tcp://{config.host}:{config.base_port}.."},
         "wire_protocol": {"version": PROTOCOL_VERSION, "kinds": sorted(KINDS)},
         "threads_per_stage": config.stage_threads(),
+        "supervision": supervision_info(config),
     }
     click.echo(json.dumps(out, indent=2))
 

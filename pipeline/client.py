@@ -18,6 +18,10 @@ from ipc.sockets import SocketFactory
 
 HANDSHAKE_TIMEOUT_MS = 10_000  # a server that does not welcome a subscription within 10 s is not there
 REPLY_TIMEOUT_MS = 30_000  # accepted/error reply to a submitted request
+# A request that gets no message for this long fails with a clear error instead of waiting forever on a
+# server that went silent (killed, or a network gone): an idle timeout, not a heartbeat, so it must stay
+# above the longest wait for a first chunk in a full queue (max-queue requests ahead, seconds each).
+IDLE_TIMEOUT_S = 60.0
 
 
 class RemoteError(RuntimeError):
@@ -46,7 +50,8 @@ class Subscription:
         """Audio, end and error messages; a request's stream ends with its end or error."""
         while True:
             if timeout_ms is not None and not self.sock.poll(timeout_ms):
-                raise RemoteError(f"no message for {timeout_ms} ms")
+                raise RemoteError(f"no message from the server for {timeout_ms / 1000:g} s "
+                                  "(it stopped, or is unreachable): giving up on the request")
             topic, msg = framing.recv_published(self.sock)
             if isinstance(msg, Welcome):
                 continue
@@ -61,8 +66,9 @@ class Subscription:
 class RemoteClient:
     """Submit requests to a server's request endpoint and receive their audio from its publish endpoint."""
 
-    def __init__(self, requests_endpoint: str, pub_endpoint: str):
+    def __init__(self, requests_endpoint: str, pub_endpoint: str, idle_timeout_s: float | None = IDLE_TIMEOUT_S):
         self.requests_endpoint, self.pub_endpoint = requests_endpoint, pub_endpoint
+        self.idle_timeout_s = idle_timeout_s  # None: wait forever for the next message of a request
         self.sockets = SocketFactory()
         self.dealer = self.sockets.socket("DEALER", requests_endpoint)
 
@@ -89,7 +95,8 @@ class RemoteClient:
             raise RemoteError(f"unexpected reply {reply.KIND}")
         done = False
         try:
-            for msg in sub.messages():
+            idle_ms = None if self.idle_timeout_s is None else max(1, int(self.idle_timeout_s * 1000))
+            for msg in sub.messages(idle_ms):
                 if isinstance(msg, Audio):
                     yield msg
                 elif isinstance(msg, End):

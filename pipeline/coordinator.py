@@ -17,6 +17,7 @@ import logging
 import queue
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ def check_text(text: Any) -> str:
         raise ValueError("text is empty or whitespace only")
     if len(text) > MAX_TEXT_CHARS:
         raise ValueError(f"text is {len(text)} characters, over the limit of {MAX_TEXT_CHARS} (split it into sentences)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: it cannot travel (UTF-8 on the wire)
+        raise ValueError(f"text is not valid Unicode: {e.object[e.start:e.end]!r} at position {e.start} "
+                         "(a lone surrogate) cannot be encoded") from None
     return text
 
 
@@ -86,7 +92,10 @@ class Coordinator:
         self.records: dict[str, Record] = {}
         self.finished: OrderedDict[str, Record] = OrderedDict()
         self.lock = threading.Lock()
-        self.dead: str | None = None  # set when a stage died: every request fails from then on
+        self.dead: str | None = None  # set when the supervisor gave up: every request fails from then on
+        self.draining: str | None = None  # set by Pipeline.close(drain=...): new requests are refused
+        self.down: dict[str, str] = {}  # stage -> why it is down, while the supervisor restarts it
+        self._orphans: list[str] = []  # requests failed by a stage's death: cancelled again once it is back
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tts-coordinator", daemon=True)
 
@@ -101,19 +110,70 @@ class Coordinator:
         rid = rid or new_request_id()
         sink: queue.Queue[Message] = queue.Queue()
         with self.lock:
-            if self.dead:
-                raise RequestError(self.dead)
+            self._check_up()
             if rid in self.records or rid in self.finished:
                 raise ValueError(f"request id {rid!r} is already in use")
             self.records[rid] = Record(rid, sink=sink)
-        self._wake(Request(rid=rid, text=text, params=resolved))
+        try:
+            self._wake(Request(rid=rid, text=text, params=resolved))
+        except BaseException:  # it never left: the id is free again
+            with self.lock:
+                self.records.pop(rid, None)
+            raise
         return rid, sink, resolved
 
     def cancel(self, rid: str) -> None:
-        self._wake(Cancel(rid=rid))
+        if self._stop.is_set():
+            return  # stopped: the request was failed with `shutting down` and the stages are gone
+        try:
+            self._wake(Cancel(rid=rid))
+        except zmq.ZMQError:  # closed under us by a concurrent close(): nothing left to cancel
+            pass
 
-    def stage_died(self, stage: str, pid: int, exitcode: int | None) -> None:
-        self._wake(Error(rid=stage, stage=stage, message=f"stage {stage} (pid {pid}) died (exit code {exitcode})"))
+    # --- shutdown (called by Pipeline.close) ---------------------------------------------
+    def in_flight(self) -> int:
+        with self.lock:
+            return len(self.records)
+
+    def fail_all(self, message: str, wait_s: float = 1.0) -> None:
+        """Fail every request still in flight with `message` (published too), waiting up to wait_s for the coordinator thread to do it."""
+        if self._thread.is_alive():
+            self._wake(Error(rid="pipeline", stage="pipeline", message=message))
+            deadline = time.monotonic() + wait_s
+            while self.in_flight() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the coordinator thread is failing them (one wake message, microseconds each)
+
+    # --- supervision (called from the supervisor's watcher thread) ------------------------
+    def _check_up(self) -> None:
+        """Under self.lock: RequestError unless every stage is up (`restarting` while one is restarted)."""
+        if self.dead:
+            raise RequestError(self.dead)
+        if self.draining:
+            raise RequestError(f"shutting down: {self.draining}")
+        if self.down:
+            stage, why = next(iter(self.down.items()))
+            raise RequestError(f"restarting: {why}; the stage is being restarted, retry in a few seconds")
+
+    def stage_died(self, stage: str, message: str) -> None:
+        """A stage died: refuse new requests until it is back, fail every request in flight (naming it)."""
+        with self.lock:
+            self.down[stage] = message
+        self._wake(Error(rid=stage, stage=stage, message=message))
+
+    def stage_ready(self, stage: str) -> None:
+        """A restarted stage is up: cancel the failed requests once more (the chain frees what it still holds), then accept."""
+        with self.lock:
+            orphans, self._orphans = self._orphans, []
+        for rid in orphans:
+            self._wake(Cancel(rid=rid))
+        with self.lock:
+            self.down.pop(stage, None)
+
+    def give_up(self, message: str) -> None:
+        """The supervisor stopped restarting: every request fails from now on."""
+        with self.lock:
+            self.dead = message
+        self._wake(Error(rid="pipeline", stage="pipeline", message=message))
 
     def _wake(self, msg: Message) -> None:
         with self._wake_lock:
@@ -123,6 +183,11 @@ class Coordinator:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5.0)
+        with self.lock:  # a consumer still reading must not block forever on a sink nobody fills
+            live, self.records = list(self.records.values()), {}
+        for rec in live:
+            if rec.sink is not None:
+                rec.sink.put(Error(rid=rec.rid, stage="pipeline", message="shutting down: the pipeline was closed"))
 
     # --- the coordinator thread -------------------------------------------------------
     def _run(self) -> None:
@@ -148,9 +213,10 @@ class Coordinator:
 
     def _fail_everything(self, reason: str) -> None:
         with self.lock:
-            self.dead = reason
             live = [r for r in self.records.values() if not r.done]
-        log.error("%s: failing %d request(s)", reason, len(live))
+            self._orphans.extend(r.rid for r in live)
+        if live:
+            log.error("%s: failing %d request(s)", reason, len(live))
         for rec in live:
             self._finish(rec, Error(rid=rec.rid, stage="pipeline", message=reason))
 
@@ -231,8 +297,7 @@ class Coordinator:
                 check_text(msg.text)
                 resolved = resolve_params(msg.params, self.schedule, self.model)
                 with self.lock:
-                    if self.dead:
-                        raise RequestError(self.dead)
+                    self._check_up()
                     if msg.rid in self.records or msg.rid in self.finished:
                         raise ValueError(f"request id {msg.rid!r} is already in use")
                     self.records[msg.rid] = Record(msg.rid)

@@ -129,7 +129,7 @@ def create_app(backend, settings: ServerSettings = ServerSettings(),
     async def readyz():
         st = await asyncio.to_thread(backend.probe) if backend.remote else backend.status()
         body = {"ready": st.ready, "reason": st.reason, "active": st.active, "queued": st.queued,
-                "stages": {k: {"alive": v.alive, "restarts": v.restarts} for k, v in st.stages.items()},
+                "stages": {k: {"alive": v.alive, "restarts": v.restarts, "state": v.state} for k, v in st.stages.items()},
                 "streams": ctx.slots.used}
         headers = None if st.ready else {"Retry-After": str(settings.retry_after_s)}
         return JSONResponse(body, status_code=200 if st.ready else 503, headers=headers)

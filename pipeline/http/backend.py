@@ -27,7 +27,8 @@ PROBE_TIMEOUT_MS = 1_000  # a `serve` that does not welcome a probe subscription
 # The admission limit words its error "server busy ..." (optionally behind the "<stage>: " prefix).
 BUSY_PATTERN = re.compile(r"^(?:[\w.-]+: )*server busy", re.IGNORECASE)
 # A stage that died, or a pipeline that is not running: the service is unavailable, not the request bad.
-UNAVAILABLE_PATTERN = re.compile(r"\bdied\b|not running|no welcome|no reply from", re.IGNORECASE)
+# "restarting": a stage is being restarted by the supervisor; "shutting down": the server is draining.
+UNAVAILABLE_PATTERN = re.compile(r"\bdied\b|not running|no welcome|no reply from|restarting|shutting down", re.IGNORECASE)
 # Input errors a stage finds that the HTTP layer cannot check before submitting (T3 tokenises the text:
 # "text is too long: N tokens ...", "text produced no tokens"): the request is bad, not the server.
 INPUT_PATTERN = re.compile(r"^(?:[\w.-]+: )*text\b")
@@ -35,8 +36,9 @@ INPUT_PATTERN = re.compile(r"^(?:[\w.-]+: )*text\b")
 
 @dataclass
 class StageState:
-    alive: bool
-    restarts: int = 0  # today a stage is never restarted; the supervisor's restarts land here
+    alive: bool  # up and taking requests (False while it is being restarted, or after the supervisor gave up)
+    restarts: int = 0  # times the supervisor restarted it after it died
+    state: str = ""  # the supervisor's word: up, restarting, failed, starting, stopped ("" when unknown)
 
 
 @dataclass
@@ -104,8 +106,9 @@ class LocalSynthesis(Synthesis):
 class LocalBackend:
     """Owns one in-process `Pipeline`: started, held and closed by a thread of its own.
 
-    The stage processes die with the thread that started them (PR_SET_PDEATHSIG follows the
-    creating thread), so one owner thread starts the pipeline and lives until `close()`.
+    The stage processes watch the launcher *process* (a pidfd, stages/common/process.py), so they
+    would outlive a short-lived starting thread; one owner thread still starts the pipeline and
+    closes it in `close()`, so start and close happen in one place.
     """
 
     remote = False
@@ -158,17 +161,16 @@ class LocalBackend:
             return EngineStatus(False, f"failed to start: {self._start_error}")
         if not self._started.is_set():
             return EngineStatus(False, "starting")
-        coordinator, supervisor = self.pipeline.coordinator, self.pipeline.supervisor
-        if coordinator is None or supervisor is None:
+        st = self.pipeline.status()  # ready / restarting / unhealthy / draining / stopped, per-stage health
+        if st["state"] == "stopped":
             return EngineStatus(False, "stopped")
-        stages = {name: StageState(alive=p.is_alive()) for name, p in supervisor.processes.items()}
-        with coordinator.lock:
-            active = len(coordinator.records)  # requests not yet ended, failed or cancelled
+        stages = {name: StageState(alive=h["state"] == "up", restarts=h["restarts"], state=h["state"])
+                  for name, h in st["stages"].items()}
+        active = st["active"]  # requests not yet ended, failed or cancelled
         # T3 runs max_inflight requests at once and queues the rest; the coordinator cannot see
         # that queue, so this is the count beyond the slots (exact once the pipeline reports it).
         queued = max(0, active - self.config.max_inflight)
-        reason = coordinator.dead or next((f"stage {n} is not running" for n, s in stages.items() if not s.alive), "")
-        return EngineStatus(not reason, reason, stages, active, queued)
+        return EngineStatus(st["state"] == "ready", st["reason"], stages, active, queued)
 
     def open(self, text: str, params: dict[str, Any]) -> LocalSynthesis:
         """Submit; raises ValueError (bad input) or RequestError (refused, pipeline dead) at once."""

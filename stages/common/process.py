@@ -197,7 +197,8 @@ def _run(args: StageArgs, make_worker, log: logging.Logger, parent_alive) -> int
         except SystemExit as e:  # SIGTERM or the launcher gone
             return e.code if isinstance(e.code, int) else 0
         except BaseException as e:  # report why we are dying, then die
-            log.exception("fatal error")
+            # the traceback is for developers (-v sets INFO); the reason reaches the user through the launcher
+            log.error("fatal error: %s", error_text(e), exc_info=log.isEnabledFor(logging.INFO))
             try:
                 framing.send(control, Error(rid=args.stage, stage=args.stage, message=error_text(e)), flags=zmq.NOBLOCK)
             except Exception:  # the launcher is not listening: nothing more to tell

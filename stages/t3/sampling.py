@@ -21,6 +21,11 @@ import torch
 DEFAULT_TOKENS_PER_TEXT_TOKEN = 20
 DEFAULT_MIN_NEW_TOKENS = 50
 DEFAULT_MAX_NEW_TOKENS = 1000
+# Upper bounds of the conditioning scalars: the reference's UI goes to 1 (cfg_weight) and 2
+# (exaggeration); 100 leaves room to experiment while the logits and the emotion projection stay
+# finite in float16/bfloat16 (1e308 overflowed to inf and failed deep in the model, naming nothing).
+MAX_CFG_WEIGHT = 100.0
+MAX_EXAGGERATION = 100.0
 
 
 def default_max_new_tokens(n_text_tokens: int) -> int:
@@ -50,10 +55,10 @@ class SamplingParams:
 
         if not real("temperature") > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
-        if real("cfg_weight") < 0:
-            raise ValueError(f"cfg_weight must be >= 0, got {self.cfg_weight!r}")
-        if real("exaggeration") < 0:
-            raise ValueError(f"exaggeration must be >= 0, got {self.exaggeration!r}")
+        if not 0 <= real("cfg_weight") <= MAX_CFG_WEIGHT:
+            raise ValueError(f"cfg_weight must be in [0, {MAX_CFG_WEIGHT:g}], got {self.cfg_weight!r}")
+        if not 0 <= real("exaggeration") <= MAX_EXAGGERATION:
+            raise ValueError(f"exaggeration must be in [0, {MAX_EXAGGERATION:g}], got {self.exaggeration!r}")
         if not 0 <= real("min_p") < 1:
             raise ValueError(f"min_p must be in [0, 1), got {self.min_p!r}")
         if not 0 < real("top_p") <= 1:

@@ -1,4 +1,5 @@
-"""Readiness and overload on a live server: 503 while starting, 503 + Retry-After past --max-streams, 503 after a stage died."""
+"""Readiness and overload on a live server: 503 while starting, 503 + Retry-After past --max-streams, 503 while a
+stage that died is restarted, 200 again once it is back."""
 import json
 import os
 import signal
@@ -54,7 +55,8 @@ def test_starting_busy_and_a_dead_stage():
         assert r.status_code == 200 and len(r.content) == 2 * 960 * 3
 
         # a stage dies mid-stream: that response is cut off (no final chunk: an error, never a short success),
-        # the server is not ready and says which stage; later requests get 503, not a hang or a 500
+        # the server is not ready while the stage is restarted and says which stage; requests meanwhile get
+        # 503 (not a hang or a 500); once the stage is back the server is ready and serves again
         pid = stage_pid(server, "t3")
         with httpx.stream("POST", f"{server.url}/v1/audio/speech", timeout=60,
                           json=speech_body(1000, response_format="pcm", n_timesteps=10)) as doomed:
@@ -67,9 +69,18 @@ def test_starting_busy_and_a_dead_stage():
         assert 0 < got < 2 * 960 * 1000
         r = wait_for(lambda: (r := httpx.get(f"{server.url}/readyz", timeout=30)).status_code == 503 and r,
                      what="/readyz to say 503")
+        # (a restart re-imports torch and reloads the model, seconds: the checks below run well inside it)
         assert f"stage t3 (pid {pid}) died" in r.json()["reason"] and r.json()["stages"]["t3"]["alive"] is False
+        assert r.json()["stages"]["t3"]["state"] == "restarting"
         assert metric(server.url, "tts_stage_up", stage="t3") == 0 and metric(server.url, "tts_pipeline_ready") == 0
         r = httpx.post(f"{server.url}/v1/audio/speech", json=speech_body(3), timeout=30)
-        assert r.status_code == 503 and "stage t3" in r.json()["error"]["message"] and "retry-after" in r.headers
+        assert r.status_code == 503 and "retry-after" in r.headers
+        assert r.json()["error"]["message"].startswith(f"not ready: restarting: stage t3 (pid {pid}) died")
+        r = wait_for(lambda: (r := httpx.get(f"{server.url}/readyz", timeout=30)).status_code == 200 and r,
+                     timeout=120, what="the restarted t3 to be ready")
+        assert r.json()["stages"]["t3"] == {"alive": True, "restarts": 1, "state": "up"}
+        assert metric(server.url, "tts_stage_restarts_total", stage="t3") == 1 and metric(server.url, "tts_pipeline_ready") == 1
+        r = httpx.post(f"{server.url}/v1/audio/speech", json=speech_body(3, response_format="pcm"), timeout=30)
+        assert r.status_code == 200 and len(r.content) == 2 * 960 * 3
     finally:
         server.stop()  # still a clean exit: code 0, the other stages stopped, nothing left behind
