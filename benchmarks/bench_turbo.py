@@ -1,7 +1,8 @@
 """Chatterbox Turbo against the base model, side by side in one run: T3 ms per token, flow ms per chunk,
 time to first audio and RTF, at matching presets (default: `small` and `turbo-small`).
 
-    .venv/bin/python benchmarks/bench_turbo.py [--presets small turbo-small] [--tokens 75] [--threads 1] [--repeats 3]
+    .venv/bin/python benchmarks/bench_turbo.py [--presets small turbo-small turbo-small:prompt_tokens=50] [--tokens 75]
+                                               [--threads 1] [--repeats 3]
 
 Everything runs in this process with the stages' own classes and each model's default schedule
 (base: 10 cosine Euler steps with the CFG pair and a 50-token prompt window; Turbo: 2 meanflow
@@ -26,6 +27,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,7 +61,8 @@ def t3_ms_per_token(engine: Engine, tokens: int, batch_size: int) -> float:
 
 def flow_ms_per_chunk(engine: Engine) -> float:
     """One steady-state chunk's flow call (encoder + every solver step)."""
-    req = parse_params({"seed": SEED, "first_chunk_tokens": 16, "growth": 1.0, "max_hop_tokens": 16}, model=engine.model)
+    req = parse_params({"seed": SEED, "first_chunk_tokens": 16, "growth": 1.0, "max_hop_tokens": 16}, engine.schedule,
+                       model=engine.model)
     cfm = new_cfm_stream(engine.cfm, req)
     cfm.add(list(range(100, 100 + 16 * 4 + 3)))
     jobs = list(iter(cfm.plan, None))  # 4 hops of 16; the 3rd and 4th carry 32 tokens of left context
@@ -88,9 +91,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load = open("/proc/loadavg").read().strip() if os.path.exists("/proc/loadavg") else "n/a"
     engines = {}
-    for p in args.presets:
-        spec = ModelSpec(preset=p)
+    for p in args.presets:  # "preset" or "preset:knob=value,...": that model with a schedule knob changed
+        name, _, knobs = p.partition(":")
+        spec = ModelSpec(preset=name)
         engines[p] = Engine(spec)
+        if knobs:
+            changed = {k: (int(v) if v.isdigit() else v) for k, v in (kv.split("=") for kv in knobs.split(","))}
+            engines[p].schedule = replace(engines[p].schedule, **changed)
     figures: dict[str, dict[str, list[float]]] = {p: {} for p in args.presets}
     for p, e in engines.items():  # warm-up: first calls pay one-off allocation costs
         stream_figures(e, 8)
@@ -106,12 +113,12 @@ def main() -> None:
             f["samples"] = [samples]
     print(f"Turbo vs base, {args.tokens} tokens per request, {args.threads} torch thread(s), torch {torch.__version__}, "
           f"{platform.machine()} CPU, median of {args.repeats} alternating repeats; /proc/loadavg at start: {load}.\n")
-    print("| preset | model | flow steps x rows | T3 ms/token (B=1) | flow ms/chunk (16-token hop) | first audio (s) | RTF | samples |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| preset | model | flow steps x rows | prompt window (tokens) | T3 ms/token (B=1) | flow ms/chunk (16-token hop) | first audio (s) | RTF | samples |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for p, e in engines.items():
         f = {k: statistics.median(v) for k, v in figures[p].items()}
         rows = 1 if e.model == "turbo" else 2
-        print(f"| {p} | {e.model} | {e.schedule.n_timesteps} x {rows} | {f['t3 B=1']:.1f} | {f['flow']:.0f} | "
+        print(f"| {p} | {e.model} | {e.schedule.n_timesteps} x {rows} | {e.schedule.prompt_tokens} | {f['t3 B=1']:.1f} | {f['flow']:.0f} | "
               f"{f['first']:.3f} | {f['rtf']:.3f} | {int(f['samples'])} |")
 
 

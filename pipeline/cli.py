@@ -157,10 +157,19 @@ def check_params(params: dict[str, Any], model) -> dict[str, Any]:
     from pipeline.launcher import max_new_tokens_limit
     from stages.common.params import parse_params
 
-    try:
-        parse_params(params)
-    except ValueError as e:
-        text = str(e)
+    try:  # the model's parameter family; remote (model None): the server knows its model, so either family
+        kinds = [model.kind] if model is not None else ["chatterbox", "turbo"]
+    except Exception:  # an undetectable checkpoint: start-up names it
+        kinds = ["chatterbox"]
+    errors = []
+    for kind in kinds:
+        try:
+            parse_params(params, model=kind)
+            break
+        except ValueError as e:
+            errors.append(e)
+    else:
+        text = str(errors[0])
         field = text.split(" ", 1)[0]
         raise click.BadParameter(text, param_hint=_flag(field) if field in params else None) from None
     limit = max_new_tokens_limit(model) if model is not None else None  # remote: the server checks its own model

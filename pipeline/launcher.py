@@ -72,6 +72,13 @@ def max_new_tokens_limit(model: ModelSpec) -> int:
     from stages.t3.batch import DEFAULT_MAX_LEN
     from stages.t3.config import T3Config
 
+    if model.turbo:  # Turbo: the reference's 1001 samples and the room a 375-token voice prompt leaves
+        from stages.t3.turbo_config import TurboT3Config
+        from stages.t3.turbo_sampling import TURBO_MAX_SAMPLES
+        from stages.t3.turbo_tick import TURBO_MAX_LEN
+
+        tcfg = TurboT3Config.from_checkpoint_dir(model.checkpoint) if model.checkpoint else TurboT3Config.from_name(model.preset)
+        return min(TURBO_MAX_SAMPLES, min(TURBO_MAX_LEN, tcfg.n_positions) - tcfg.prefill_len(1) + 1)
     cfg = T3Config.from_checkpoint_dir(model.checkpoint) if model.checkpoint else T3Config.from_name(model.preset)
     # the last draw is never fed back (stages/t3/batch.py), hence the + 1
     return min(cfg.max_speech_tokens, DEFAULT_MAX_LEN - cfg.prefill_len(1) + 1)

@@ -69,3 +69,16 @@ def test_turbo_bad_text_fails_alone(pipelines):
     with pytest.raises((ValueError, RequestError), match="text"):
         turbo.synthesize("x" * 20000, **PARAMS)
     assert turbo.synthesize("Still here.", **PARAMS).size == 960 * 17
+
+
+def test_say_on_turbo_writes_960_x_tokens_plus_3():
+    """The CLI end to end on Turbo (--sequential: one process): --top-k accepted, the tail counted per segment,
+    a base-model-only cap refused with the model's own limit."""
+    from .conftest import run_cli
+
+    r = run_cli("say", "--preset", "turbo-tiny", "--sequential", "--ignore-eos", "--max-new-tokens", "4",
+                "--n-timesteps", "1", "--top-k", "50", "--seed", "2", "--format", "f32le", "Just one segment.")
+    assert r.returncode == 0, r.stderr.decode()
+    assert len(r.stdout) == 4 * 960 * (4 + 3)  # f32le: 4 bytes a sample, the 3 silence tokens included
+    r = run_cli("say", "--preset", "turbo-tiny", "--sequential", "--max-new-tokens", "1002", "x")
+    assert r.returncode != 0 and b"over this model's limit of 1001" in r.stderr
