@@ -1,7 +1,16 @@
-"""Voice-cloning benchmark (a script, not a test): the time to make a voice from a recording, per preset.
+"""Voice-cloning benchmark (a script, not a test): the time to make a voice from a recording, per preset,
+and the time to first audio of a request with a new voice file vs a stored voice.
 
 Usage:  .venv/bin/python benchmarks/bench_voice.py [--presets tiny small chatterbox] [--seconds 10]
                                                    [--sample-rate 44100] [--reps 3] [--threads N] [--out FILE.md]
+        .venv/bin/python benchmarks/bench_voice.py --first-audio [--presets tiny small] [--reps 3] [--out FILE.md]
+
+--first-audio starts the multi-process pipeline per preset (1 torch thread per stage) and
+times submit -> first audio chunk of: the default voice; a stored voice on its first use in
+the stage processes (each stage loads its part) and on a later request (LRU hit); a new
+voice file (the front end computes the voice first: the process's first one also loads the
+conditioning models, timed on its own row) and the same file again (found in the cache).
+Each rep uses fresh voices and files (recordings shifted by the rep number).
 
 Built-in random weights (timing does not depend on the values). A synthetic voiced recording
 (harmonics of a wandering f0, syllable-rate envelope, a little noise) of --seconds at
@@ -106,6 +115,82 @@ def bench_preset(name: str, wav_path: Path, device: str, reps: int, tmp: Path) -
     return dict(preset=name, build_s=build_s, cold_s=cold_s, rows=rows, params=params)
 
 
+FIRST_AUDIO_TEXT = "Hello there, this is a short test."
+FIRST_AUDIO_PARAMS = {"seed": 1, "ignore_eos": True, "max_new_tokens": 24}  # a fixed amount of work per request
+
+
+def first_audio_s(tts, **kw) -> float:
+    """Seconds from submit to the first audio chunk (the voice file, if any, is made inside this span); drains the rest."""
+    t0 = time.perf_counter()
+    first = None
+    for _ in tts.stream(FIRST_AUDIO_TEXT, **FIRST_AUDIO_PARAMS, **kw):
+        if first is None:
+            first = time.perf_counter() - t0
+    return first
+
+
+def bench_first_audio(name: str, seconds: float, sr: int, reps: int, tmp: Path) -> dict:
+    from pipeline.api import Pipeline
+    from pipeline.launcher import PipelineConfig
+    from pipeline.models import ModelSpec
+    from pipeline.voices import add_voice_from_file
+
+    spec = ModelSpec(preset=name)
+    vdir = tmp / f"fa-voices-{name}"
+    lib = VoiceLibrary(vdir)
+    base = synthetic_recording(seconds + reps, sr)
+
+    def recording(tag: str, rep: int) -> Path:
+        path = tmp / f"fa-{name}-{tag}-{rep}.wav"
+        shift = int((rep + (0.5 if tag == "file" else 0)) * sr)  # a different clip per rep and kind
+        sf.write(str(path), base[shift: shift + int(seconds * sr)], sr, subtype="PCM_16")
+        return path
+
+    for rep in range(reps):  # stored voices are made beforehand (`voice add`), not timed here
+        add_voice_from_file(lib, f"stored{rep}", recording("stored", rep), spec)
+    rows: dict[str, list[float]] = {}
+    t0 = time.perf_counter()
+    with Pipeline(PipelineConfig(model=spec, threads=1, voices_dir=str(vdir))) as tts:
+        start_s = time.perf_counter() - t0
+        first_audio_s(tts)  # warm the path once
+        t0 = time.perf_counter()
+        tts.voice_for_file(str(recording("warm", 0)))  # the front end's first voice: loads the conditioning models
+        rows["new voice file, the process's first (models load + compute)"] = [time.perf_counter() - t0]
+        for rep in range(reps):
+            rows.setdefault("default voice", []).append(first_audio_s(tts))
+            rows.setdefault("stored voice, first use (each stage loads its part)", []).append(
+                first_audio_s(tts, voice=f"stored{rep}"))
+            rows.setdefault("stored voice, later request (LRU hit)", []).append(first_audio_s(tts, voice=f"stored{rep}"))
+            f = recording("file", rep)
+            rows.setdefault("**new voice file (computed in the front end, then stored)**", []).append(
+                first_audio_s(tts, voice_file=str(f)))
+            rows.setdefault("same voice file again (found in the cache)", []).append(first_audio_s(tts, voice_file=str(f)))
+    return dict(preset=name, start_s=start_s, rows={k: (statistics.median(v), min(v)) for k, v in rows.items()})
+
+
+def first_audio_report(args, results: list[dict], load_before: str, load_after: str) -> str:
+    lines = [
+        "# Time to first audio with a new voice file vs a stored voice (cpu)",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_voice.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"Machine: {platform.machine()}, shared with other jobs (figures are side by side in one run: read the "
+        f"ratios), torch {torch.__version__}; /proc/loadavg before {load_before}, after {load_after}",
+        f"Multi-process pipeline, built-in random weights, 1 torch thread per stage; request: "
+        f"{FIRST_AUDIO_PARAMS['max_new_tokens']} tokens (ignore_eos), default schedule; recordings {args.seconds:g} s "
+        f"synthetic voiced audio at {args.sample_rate} Hz. Submit -> first audio chunk, median / min of {args.reps} "
+        "(one fresh voice or file per rep), milliseconds.",
+        "",
+        "| request | " + " | ".join(r["preset"] for r in results) + " |",
+        "|---|" + "---|" * len(results),
+        "| pipeline start (three stage processes, warm-up) | " + " | ".join(f"{r['start_s'] * 1e3:.0f}" for r in results)
+        + " |",
+    ]
+    for step in results[0]["rows"]:
+        lines.append(f"| {step} | " + " | ".join(
+            f"{r['rows'][step][0] * 1e3:.0f} / {r['rows'][step][1] * 1e3:.0f}" for r in results) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "small", "chatterbox"])
@@ -115,10 +200,20 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
+    ap.add_argument("--first-audio", action="store_true",
+                    help="time to first audio of requests with a new voice file vs a stored voice (starts the pipeline)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = loadavg()
+    if args.first_audio:
+        with tempfile.TemporaryDirectory() as d:
+            results = [bench_first_audio(p, args.seconds, args.sample_rate, args.reps, Path(d)) for p in args.presets]
+        text = first_audio_report(args, results, load_before, loadavg())
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
     with tempfile.TemporaryDirectory() as d:
         wav = Path(d) / "ref.wav"
         sf.write(str(wav), synthetic_recording(args.seconds, args.sample_rate), args.sample_rate, subtype="PCM_16")

@@ -4,6 +4,8 @@
         for chunk in tts.stream("Hello there."):  # AudioChunk(start, pcm float32 [n], sample_rate)
             play(chunk.pcm)
         wav = tts.synthesize("And goodbye.")      # the whole waveform, float32 [960 * tokens]
+        tts.synthesize("Hi.", voice="alice")      # a stored voice (`tts-pipeline voice add alice ref.wav`)
+        tts.synthesize("Hi.", voice_file="ref.wav")  # a voice made from a recording here, cached by content
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class Pipeline:
         self.failure = ""  # why
         self._force = threading.Event()  # force_close(): a drain in progress ends now
         self._draining = False
+        self._voice_files = None  # pipeline.voices.VoiceFiles, made on the first voice_file request
+        self._voice_lock = threading.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> "Pipeline":
@@ -157,19 +161,45 @@ class Pipeline:
         return dict(self.coordinator.endpoints) if self.coordinator else {}
 
     # --- requests -----------------------------------------------------------------------
-    def stream(self, text: str, rid: str | None = None, **params: Any) -> Iterator[AudioChunk]:
+    def stream(self, text: str, rid: str | None = None, voice_file: str | None = None, **params: Any) -> Iterator[AudioChunk]:
         """Synthesize `text`, yielding audio chunks as they arrive. Raises ValueError for bad input, RequestError on failure.
 
         Bad input is rejected before the first chunk. Closing the iterator early cancels the request.
+        `voice="name"` speaks with a stored voice; `voice_file="ref.wav"` with the voice of that
+        recording (computed here, in this process, once per file content; see `voice_for_file`).
         """
-        handle = self.submit(text, rid=rid, **params)
+        handle = self.submit(text, rid=rid, voice_file=voice_file, **params)
         return handle.chunks()
 
-    def submit(self, text: str, rid: str | None = None, **params: Any) -> "RequestHandle":
+    def submit(self, text: str, rid: str | None = None, voice_file: str | None = None, **params: Any) -> "RequestHandle":
         if self.coordinator is None:
             raise RuntimeError("the pipeline is not running (use it as a context manager)")
+        notices: list[str] = []
+        if voice_file is not None:
+            if params.get("voice") is not None:
+                raise ValueError("give voice or voice_file, not both")
+            params["voice"], notices = self.voice_for_file(voice_file)
+        from pipeline.voices import check_voice_name
+
+        check_voice_name(self.config.voices_root(), params.get("voice"))  # an unknown voice fails here, named
         rid, sink, resolved = self.coordinator.submit(text, params, rid)
-        return RequestHandle(self.coordinator, rid, sink, resolved)
+        handle = RequestHandle(self.coordinator, rid, sink, resolved)
+        handle.notices = notices
+        return handle
+
+    def voice_for_file(self, path: str) -> tuple[str, list[str]]:
+        """(the stored name of the voice of recording `path`, notices such as a cut); computed once per content.
+
+        Raises stages.voice.audio.VoiceInputError (a ValueError) naming the file for a bad recording."""
+        from pipeline.voices import VoiceFiles
+
+        with self._voice_lock:
+            if self._voice_files is None:
+                self._voice_files = VoiceFiles(self.config.model, self.config.voices_root())
+        name, notices = self._voice_files.voice_for(path)
+        for notice in notices:
+            log.warning("notice: %s", notice)
+        return name, notices
 
     def synthesize(self, text: str, **params: Any) -> np.ndarray:
         """The whole waveform of `text`: float32 [960 * tokens] at 24 kHz."""
@@ -183,6 +213,7 @@ class RequestHandle:
     def __init__(self, coordinator: Coordinator, rid: str, sink: "queue.Queue", params: dict):
         self.coordinator, self.rid, self.sink, self.params = coordinator, rid, sink, params
         self.end: End | None = None
+        self.notices: list[str] = []  # about the request's voice file (e.g. it was cut to 60 s)
 
     def chunks(self) -> Iterator[AudioChunk]:
         done = False

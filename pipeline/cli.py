@@ -74,6 +74,9 @@ def model_options(f):
         click.option("--port", type=click.IntRange(0, 65535), default=0,
                      help="tcp: first of 7 consecutive ports (0 = free ports)."),
         click.option("--max-inflight", type=click.IntRange(min=1), default=4, show_default=True, help="Concurrent requests in T3."),
+        click.option("--voices-dir", type=click.Path(file_okay=False),
+                     help="Folder of stored voices that --voice / a request's `voice` names (default: the user's data dir, "
+                          "as `voice add`)."),
     ]):
         f = opt(f)
     return f
@@ -83,7 +86,8 @@ PARAM_OPTIONS = [
     ("--seed", int, "Seed: the same seed and text give the same audio."),
     ("--temperature", float, "Sampling temperature (default 0.8)."),
     ("--cfg-weight", float, "Classifier-free guidance weight (default 0.5)."),
-    ("--exaggeration", float, "Emotion exaggeration (default 0.5)."),
+    ("--exaggeration", float, "Emotion exaggeration (default 0.5; a stored voice's own with --voice/--voice-file)."),
+    ("--voice", str, "A stored voice (`tts-pipeline voice add NAME ref.wav`); default: the model's own voice."),
     ("--min-p", float, "Min-p filter (default 0.05)."),
     ("--top-p", float, "Top-p filter (default 1.0 = off; Turbo 0.95)."),
     ("--top-k", int, "Turbo only: top-k filter (default 1000; 0 = off)."),
@@ -138,7 +142,8 @@ def build_config(kw: dict[str, Any]):
     t3_threads = kw.pop("t3_threads")
     config = PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
                             stage_thread_counts={"t3": t3_threads} if t3_threads else {},
-                            base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"))
+                            base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"),
+                            voices_dir=kw.pop("voices_dir", None))
     return check_config(config)
 
 
@@ -245,9 +250,11 @@ def main(verbose: bool) -> None:
 @click.option("--connect", help="Submit to a running `tts-pipeline serve` at this request endpoint.")
 @click.option("--pub", help="The server's publish endpoint (with --connect).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@click.option("--voice-file", type=click.Path(dir_okay=False),
+              help="Speak with the voice of this recording (computed here once, cached by content in the voices dir).")
 @model_options
 @param_options
-def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect, pub, quiet, **kw) -> None:
+def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect, pub, quiet, voice_file, **kw) -> None:
     """Synthesize TEXT (or --text-file, or stdin lines as they arrive) to stdout or a file, mono 24 kHz.
 
     Long text is split into sentence segments that fit the model; segments and lines are
@@ -262,7 +269,8 @@ def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect
         raise click.UsageError("--connect needs --pub (both are printed by `tts-pipeline serve`)")
     window = kw["max_inflight"]
     opts = SayOptions(texts=text, text_file=text_file, fmt=fmt, output_file=output_file, params=params,
-                      sentence_silence=sentence_silence, quiet=quiet, window=window)
+                      sentence_silence=sentence_silence, quiet=quiet, window=window, voice_file=voice_file,
+                      voices_dir=kw["voices_dir"])
     if connect:
         opts.mode, opts.connect, opts.pub = "remote", connect, pub
         opts.model = ModelSpec(checkpoint=kw["checkpoint"], preset=kw["preset"], model=kw.get("model"))  # whose tokenizer segments the text
@@ -432,6 +440,7 @@ def info(**kw) -> None:
         "wire_protocol": {"version": PROTOCOL_VERSION, "kinds": sorted(KINDS)},
         "threads_per_stage": config.stage_threads(),
         "supervision": supervision_info(config),
+        "voices_dir": str(config.voices_root()),  # where --voice / a request's `voice` names are looked up
     }
     click.echo(json.dumps(out, indent=2))
 

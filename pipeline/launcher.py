@@ -100,7 +100,7 @@ class PipelineConfig:
     host: str = "127.0.0.1"
     base_port: int = 0  # tcp: first port; 0 = free ports picked at start
     max_inflight: int = 4  # concurrent requests in T3 (KV-cache slots); more wait in a queue
-
+    voices_dir: str | None = None  # the voice store requests name voices from; None = the user's data dir
     restart_budget: int = 5  # restarts of the stages allowed within restart_window_s, then the pipeline gives up
     restart_window_s: float = 60.0
 
@@ -116,6 +116,14 @@ class PipelineConfig:
             return self.model.kind
         except Exception:
             return "chatterbox"
+
+    def voices_root(self):
+        """The voices folder as a Path (pipeline.voices.default_voices_dir() when unset)."""
+        from pathlib import Path
+
+        from pipeline.voices import default_voices_dir
+
+        return Path(self.voices_dir) if self.voices_dir is not None else default_voices_dir()
 
     def device(self, stage: str) -> str:
         return self.devices.get(stage, self.model.device)
@@ -218,7 +226,8 @@ class StageSupervisor:
                  for k, v in asdict(self.config.model).items() if k != "device"}
         args = StageArgs(stage=stage, input_endpoint=self.endpoint(stage), output_endpoint=self.endpoint(outputs[stage]),
                          control_endpoint=self.endpoint("control"), model=model, device=self.config.device(stage),
-                         threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight})
+                         threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight,
+                                  "voices_dir": str(self.config.voices_root())})  # T3 and CFM load stored voices
         p = mp.get_context("spawn").Process(target=entries[stage], args=(args,), name=f"tts-{stage}", daemon=True)
         p.start()
         with self.lock:

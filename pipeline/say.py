@@ -52,6 +52,8 @@ class SayOptions:
     quiet: bool = False
     stdin: BinaryIO | None = None
     stdout: BinaryIO | None = None
+    voice_file: str | None = None  # --voice-file: made into a voice here, before anything starts
+    voices_dir: str | None = None  # the voice store (remote: the server's, which must be readable here)
 
 
 # --- input ---------------------------------------------------------------------------------
@@ -164,7 +166,8 @@ def open_backend(o: SayOptions, log: Log) -> Iterator[Any]:
 
             warn_if_builtin(o.config.model)
             torch.set_num_threads(o.config.stage_threads("cfm"))  # as the stage processes: the same arithmetic, the same audio
-            backend, closer = EngineBackend(Engine(o.config.model, o.config.schedule)), contextlib.nullcontext()
+            engine = Engine(o.config.model, o.config.schedule, voices_dir=o.config.voices_root())
+            backend, closer = EngineBackend(engine), contextlib.nullcontext()
         else:
             from pipeline.api import Pipeline
 
@@ -203,6 +206,7 @@ def run_say(o: SayOptions, log: Log) -> None:
         resolve_params(o.params, model=_model_kind(o.model))  # bad values fail before anything starts
         if o.config is not None:
             o.config.model.check()
+        resolve_voice(o, log)
         budget, count = for_model(o.model)
     except (ValueError, CheckpointError) as e:
         raise SayError(str(e)) from None
@@ -258,6 +262,29 @@ def run_say(o: SayOptions, log: Log) -> None:
     finally:
         feedback.close()
         writer.close() if ok else writer.abort()
+
+
+def resolve_voice(o: SayOptions, log: Log) -> None:
+    """--voice-file -> a voice computed here (the front end, before any stage starts) and named in o.params;
+    --voice -> checked against the store. Errors (ValueError, CheckpointError) name the file or the voice."""
+    from pathlib import Path
+
+    from pipeline.voices import VoiceFiles, check_voice_name, default_voices_dir
+
+    root = Path(o.voices_dir) if o.voices_dir else default_voices_dir()
+    if o.voice_file is not None:
+        if o.params.get("voice") is not None:
+            raise ValueError("give --voice or --voice-file, not both")
+        t0 = time.perf_counter()
+        files = VoiceFiles(o.model, root)
+        o.params["voice"], notices = files.voice_for(o.voice_file)
+        for notice in notices:
+            log(f"notice: {notice}")
+        if not o.quiet:
+            how = f"computed in {time.perf_counter() - t0:.2f} s" if files.computed else "found in the cache"
+            log(f"voice of {o.voice_file}: {o.params['voice']} ({how}, {root})")
+    if o.mode != "remote":  # a server checks the name against its own store
+        check_voice_name(root, o.params.get("voice"))
 
 
 def _start_stdin_reader(stream: BinaryIO, runner: Runner, plan, feedback: Feedback) -> None:

@@ -20,33 +20,41 @@ from stages.hifigan.part import load_hifigan_part, new_vocoder_stream, vocoder_g
 from stages.hifigan.streaming import AudioChunk
 from stages.t3.generate import generate_tokens
 from stages.t3.part import T3Part, load_t3_part
-from stages.t3.voices import VoiceResolver
+from stages.cfm.voices import store_voices as cfm_store_voices
+from stages.t3.voices import VoiceResolver, store_voices, voice_sampling
 
 
 class Engine:
     """All three stages loaded in this process. T3 runs the stage's own tick, with a batch of one."""
 
-    def __init__(self, spec: ModelSpec, schedule: ChunkSchedule | None = None, voices: VoiceResolver | None = None):
+    def __init__(self, spec: ModelSpec, schedule: ChunkSchedule | None = None, voices: VoiceResolver | None = None,
+                 voices_dir=None):
+        """`voices_dir`: the voice store requests name voices from (as the stage processes resolve them)."""
         self.spec = spec.check().resolved()
         self.model = self.spec.kind  # "chatterbox" or "turbo": which request parameters and defaults apply
         self.schedule = schedule or default_schedule(self.model)
         self.t3: T3Part = load_t3_part(self.spec, max_slots=1)
-        self.voices = voices or self.t3.default_voices()
+        self.voices = voices if voices is not None else store_voices(self.t3.conds, self.t3.cfg, voices_dir)
         self.cfm: CFMPart = load_cfm_part(self.spec)
+        self.cfm_voices = cfm_store_voices(self.cfm.conds, self.cfm.flow.cfg, self.spec.device, voices_dir)
         self.hift = load_hifigan_part(self.spec)
 
     def text_ids(self, text: str) -> list[int]:
         return self.t3.encode(text)
 
-    def start_t3(self, text: str, req: RequestParams) -> Iterator[int]:
-        """Validate and prefill (every bad input is rejected here, before any audio); yields the tokens."""
+    def start_t3(self, text: str, req: RequestParams, given: Mapping[str, Any] | None = None) -> Iterator[int]:
+        """Validate and prefill (every bad input is rejected here, before any audio); yields the tokens.
+
+        `given`: the raw parameters (whether the request set its own exaggeration)."""
         key, conds = self.voices.resolve(req.voice)
-        return generate_tokens(self.t3.batch, self.text_ids(text), conds, req.sampling, voice_key=key)
+        sampling = voice_sampling(req.sampling, conds, req.voice, given or {})
+        return generate_tokens(self.t3.batch, self.text_ids(text), conds, sampling, voice_key=key)
 
     def stream(self, text: str, params: Mapping[str, Any] | None = None) -> Iterator[AudioChunk]:
         """Synthesize `text`, yielding audio chunks as soon as they are final."""
         req = parse_params(params, self.schedule, self.model)
-        tokens = self.start_t3(text, req)
+        self.cfm_voices.resolve(req.voice)  # both stages' parts of the voice load before any audio
+        tokens = self.start_t3(text, req, params)
         try:
             yield from stream_tokens(self, req, tokens)
         finally:
@@ -54,12 +62,13 @@ class Engine:
 
     def tokens(self, text: str, params: Mapping[str, Any] | None = None) -> list[int]:
         """T3 alone: the valid speech tokens for `text` (for offline synthesis and tests)."""
-        return list(self.start_t3(text, parse_params(params, self.schedule, self.model)))
+        return list(self.start_t3(text, parse_params(params, self.schedule, self.model), params))
 
 
 def stream_tokens(engine: Engine, req: RequestParams, tokens: Iterator[int] | Sequence[int]) -> Iterator[AudioChunk]:
     """CFM + HiFiGAN streaming over a token sequence; checks the sample count at the end."""
-    cfm, voc = new_cfm_stream(engine.cfm, req), new_vocoder_stream(engine.hift, req)
+    _, conds = engine.cfm_voices.resolve(req.voice)
+    cfm, voc = new_cfm_stream(engine.cfm, req, conds), new_vocoder_stream(engine.hift, req)
     emitted = 0
     for tok in tokens:
         for mel in cfm.push([tok]):

@@ -47,16 +47,20 @@ class VoiceLibrary:
     """The store under `root` (default_voices_dir() when None), with the write operations."""
 
     def __init__(self, root: str | Path | None = None):
-        from stages.voice.store import VoiceStore
+        from stages.voice.store import FILE_CACHE_DIR, VoiceStore
 
         self.root = Path(root) if root is not None else default_voices_dir()
         self.store = VoiceStore(self.root)
+        self.is_file_cache = self.root.name == FILE_CACHE_DIR  # the on-the-fly voices' folder (VoiceFiles)
 
     def check_new(self, name: str, force: bool = False) -> str:
         """Fail before any work if `name` cannot be added (invalid, reserved, taken without force)."""
-        from stages.voice.store import VoiceStoreError, check_name
+        from stages.voice.store import FILE_PREFIX, VoiceStoreError, check_name
 
         check_name(name)
+        if name.startswith(FILE_PREFIX) != self.is_file_cache:
+            raise VoiceStoreError(f"invalid voice name {name!r}: names starting with {FILE_PREFIX!r} are reserved for "
+                                  "voices made from a request's recording (--voice-file)")
         if self.store.exists(name) and not force:
             raise VoiceStoreError(f"voice {name!r} already exists in {self.root} (use --force to replace it)")
         if self.root.exists() and not self.root.is_dir():
@@ -115,6 +119,26 @@ class VoiceLibrary:
         return out
 
 
+def check_voice_checkpoint(spec) -> None:
+    """Fail before reading any recording if the checkpoint cannot make voices (CheckpointError naming the files)."""
+    from stages.voice.checkpoint import S3GEN_FILE, VE_FILE
+
+    if spec.checkpoint is None:
+        return
+    from stages.common.weights import CheckpointError
+
+    d = Path(spec.checkpoint)
+    missing = [f for f in (VE_FILE, S3GEN_FILE) if not (d / f).is_file()]
+    if not d.is_dir() or missing:
+        raise CheckpointError(f"{d}: voice cloning needs {', '.join(missing) or 'a checkpoint directory'} "
+                              "(the model itself runs from conds.pt without ve.safetensors)")
+
+
+def source_record(recording: str | Path, audio, sha256: str | None = None) -> dict[str, Any]:
+    return {"file": Path(recording).name, "sha256": sha256 or file_sha256(recording), "sample_rate": audio.sample_rate,
+            "channels": audio.channels, "seconds": round(audio.seconds, 3), "used_seconds": round(audio.used_seconds, 3)}
+
+
 def add_voice_from_file(library: VoiceLibrary, name: str, recording: str | Path, spec, exaggeration: float = 0.5,
                         force: bool = False) -> tuple[Any, Any, float]:
     """Check everything, compute the voice of `recording` with the model of `spec`, store it.
@@ -124,31 +148,128 @@ def add_voice_from_file(library: VoiceLibrary, name: str, recording: str | Path,
     for problems with the name, the exaggeration, the recording or the checkpoint files.
     """
     from stages.voice.audio import read_reference
-    from stages.voice.checkpoint import S3GEN_FILE, VE_FILE, load_voice_models
+    from stages.voice.checkpoint import load_voice_models
     from stages.voice.conditioning import check_exaggeration, compute_conditionals
 
     library.check_new(name, force)
     check_exaggeration(exaggeration)
     cfg, prompt_len = voice_config_of(spec)
-    if spec.checkpoint is not None:
-        from stages.common.weights import CheckpointError
-
-        d = Path(spec.checkpoint)
-        missing = [f for f in (VE_FILE, S3GEN_FILE) if not (d / f).is_file()]
-        if not d.is_dir() or missing:
-            raise CheckpointError(f"{d}: voice cloning needs {', '.join(missing) or 'a checkpoint directory'} "
-                                  "(the model itself runs from conds.pt without ve.safetensors)")
+    check_voice_checkpoint(spec)
     audio = read_reference(recording, cfg)
     t0 = time.perf_counter()
     models = load_voice_models(spec.checkpoint, spec.preset, spec.device)
     t1 = time.perf_counter()
     conds = compute_conditionals(models, audio, exaggeration, prompt_len)
     took = time.perf_counter() - t1
-    meta = {"source": {"file": Path(recording).name, "sha256": file_sha256(recording), "sample_rate": audio.sample_rate,
-                       "channels": audio.channels, "seconds": round(audio.seconds, 3),
-                       "used_seconds": round(audio.used_seconds, 3)},
-            "model": model_record(spec), "compute_seconds": round(took, 3), "load_seconds": round(t1 - t0, 3)}
+    meta = {"source": source_record(recording, audio), "model": model_record(spec), "compute_seconds": round(took, 3),
+            "load_seconds": round(t1 - t0, 3)}
     return library.add(name, conds, meta, force), audio, took
+
+
+# --- voices made on the fly from a request's recording ----------------------------------------
+FILE_CACHE_MAX = 64  # on-the-fly voices kept (~0.2 MB each with a 10 s prompt); the least recently used go first
+FILE_EXAGGERATION = 0.5  # stored with an on-the-fly voice: the same as `voice add`'s default, so the two are equal
+
+
+class VoiceFiles:
+    """`say --voice-file` / `stream(voice_file=...)`: a recording -> the name of its voice in the store's file cache.
+
+    Runs in the front-end process (the caller's thread), never in a stage loop. The voice is
+    computed once per (file content, model) and stored under `<voices dir>/.cache/file-<hash>`,
+    where the stages load it by that name like any stored voice; a later request with the same
+    file (any path) finds it there and computes nothing. The conditioning models are loaded on
+    the first miss and kept. Thread-safe (one computation at a time).
+    """
+
+    def __init__(self, spec, root: str | Path | None = None, max_entries: int = FILE_CACHE_MAX):
+        import threading
+
+        from stages.voice.store import FILE_CACHE_DIR
+
+        self.spec = spec
+        self.root = Path(root) if root is not None else default_voices_dir()
+        self.library = VoiceLibrary(self.root / FILE_CACHE_DIR)
+        self.max_entries = max_entries
+        self.models = None
+        self.computed = 0  # voices computed by this object (the rest were found in the cache)
+        self._lock = threading.Lock()
+
+    def cache_name(self, recording: str | Path) -> tuple[str, str]:
+        """(voice name, the file's sha256); the name depends on the bytes and the model, not on the path."""
+        from stages.voice.store import FILE_PREFIX, VERSION
+
+        sha = file_sha256(recording)
+        key = hashlib.sha256(f"{sha}|{model_record(self.spec)}|{FILE_EXAGGERATION}|v{VERSION}".encode()).hexdigest()
+        return FILE_PREFIX + key[:40], sha
+
+    def voice_for(self, recording: str | Path) -> tuple[str, list[str]]:
+        """(the voice name a request carries, notices for the user). VoiceInputError / CheckpointError name the file."""
+        from stages.voice.audio import VoiceInputError, read_reference
+        from stages.voice.conditioning import compute_conditionals
+
+        cfg, prompt_len = voice_config_of(self.spec)
+        p = Path(recording)
+        if p.is_dir():
+            raise VoiceInputError(f"{recording}: is a directory, not an audio file")
+        if not p.is_file():
+            raise VoiceInputError(f"{recording}: no such file")
+        name, sha = self.cache_name(recording)
+        with self._lock:
+            if self.library.store.exists(name):
+                info = self.library.store.info(name)
+                os.utime(info.folder)  # most recently used: the last to be pruned
+                src = info.manifest.get("source", {})
+                return name, self._notices(recording, src, cfg)
+            check_voice_checkpoint(self.spec)
+            audio = read_reference(recording, cfg)  # every bad recording fails here, before any model runs
+            if self.models is None:
+                from stages.voice.checkpoint import load_voice_models
+
+                self.models = load_voice_models(self.spec.checkpoint, self.spec.preset, self.spec.device)
+            t0 = time.perf_counter()
+            conds = compute_conditionals(self.models, audio, FILE_EXAGGERATION, prompt_len)
+            meta = {"source": source_record(recording, audio, sha), "model": model_record(self.spec),
+                    "compute_seconds": round(time.perf_counter() - t0, 3)}
+            try:
+                self.library.add(name, conds, meta)
+            except Exception:
+                if not self.library.store.exists(name):  # another process stored the same voice meanwhile: fine
+                    raise
+            self.computed += 1
+            self._prune(keep=name)
+            return name, list(audio.notices)
+
+    @staticmethod
+    def _notices(recording, src: dict, cfg) -> list[str]:
+        """The cut notice of a cached voice's recording (the cache hit reads no audio)."""
+        seconds = src.get("seconds")
+        if isinstance(seconds, (int, float)) and seconds > cfg.max_seconds:
+            return [f"{recording}: is {seconds:.1f} s long; using its first {cfg.max_seconds:g} s"]
+        return []
+
+    def _prune(self, keep: str) -> None:
+        """Keep the max_entries most recently used cached voices (a stage that loses one mid-request fails that request)."""
+        folders = [self.library.root / n for n in self.library.store.names()]
+        if len(folders) <= self.max_entries:
+            return
+        folders.sort(key=lambda f: f.stat().st_mtime)
+        for f in folders[: len(folders) - self.max_entries]:
+            if f.name != keep:
+                try:
+                    self.library.remove(f.name)
+                except Exception:  # another process pruned it first
+                    pass
+
+
+def check_voice_name(root: str | Path | None, name: str | None) -> None:
+    """A request's `voice` before it is submitted: `default`, or a voice the store holds (VoiceStoreError names it)."""
+    from stages.common.params import check_voice
+    from stages.voice.store import DEFAULT_VOICE, store_for
+
+    check_voice(name)
+    if name is None or name == DEFAULT_VOICE:
+        return
+    store_for(root if root is not None else default_voices_dir(), name).info(name)
 
 
 def voice_config_of(spec) -> tuple[Any, int]:

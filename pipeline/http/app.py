@@ -150,13 +150,14 @@ def create_app(backend, settings: ServerSettings = ServerSettings(),
 
     @app.get("/v1/audio/voices")
     async def list_voices():
-        return {"voices": voices.list_voices(), "default": voices.DEFAULT_VOICE}
+        return {"voices": voices.list_voices(getattr(backend, "voices_dir", None)), "default": voices.DEFAULT_VOICE}
 
     @app.post("/v1/audio/speech")
     async def speech(request: Request):
         try:
             body = validate_body(parse_json(await request.body()))
-            prepared = prepare(body, ctx.formats, backend.schedule, settings.max_input_chars)
+            prepared = prepare(body, ctx.formats, backend.schedule, settings.max_input_chars,
+                              getattr(backend, "voices_dir", None))
         except ApiError as e:
             ctx.metrics.requests.labels("speech", "rejected").inc()
             return error_response(e, settings.retry_after_s)

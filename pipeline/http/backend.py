@@ -31,7 +31,7 @@ BUSY_PATTERN = re.compile(r"^(?:[\w.-]+: )*server busy", re.IGNORECASE)
 UNAVAILABLE_PATTERN = re.compile(r"\bdied\b|not running|no welcome|no reply from|restarting|shutting down", re.IGNORECASE)
 # Input errors a stage finds that the HTTP layer cannot check before submitting (T3 tokenises the text:
 # "text is too long: N tokens ...", "text produced no tokens"): the request is bad, not the server.
-INPUT_PATTERN = re.compile(r"^(?:[\w.-]+: )*text\b")
+INPUT_PATTERN = re.compile(r"^(?:[\w.-]+: )*(?:text\b|unknown voice\b|voice ')")  # also a voice the stage cannot load
 
 
 @dataclass
@@ -119,6 +119,7 @@ class LocalBackend:
         self.config = config
         self.pipeline = Pipeline(config)
         self.schedule = config.schedule
+        self.voices_dir = config.voices_root()  # the stored voices the pipeline's stages load
         self._started = threading.Event()  # set when start() finished, well or badly
         self._stop = threading.Event()
         self._start_error: BaseException | None = None
@@ -212,10 +213,15 @@ class RemoteBackend:
 
     remote = True
 
-    def __init__(self, requests_endpoint: str, pub_endpoint: str):
+    def __init__(self, requests_endpoint: str, pub_endpoint: str, voices_dir=None):
+        from pathlib import Path
+
+        from pipeline.voices import default_voices_dir
         from stages.cfm.schedule import ChunkSchedule
 
         self.requests_endpoint, self.pub_endpoint = requests_endpoint, pub_endpoint
+        # the server's voice store, read here to list and check names (the server's stages load the voices)
+        self.voices_dir = Path(voices_dir) if voices_dir is not None else default_voices_dir()
         self.schedule = ChunkSchedule()  # the server's own defaults are not visible from here
         self._state = EngineStatus(False, "starting")
         self._lock = threading.Lock()

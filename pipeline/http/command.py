@@ -59,7 +59,7 @@ def build_command(model_options: Callable, build_config: Callable, fail: Callabl
         if bool(connect) != bool(pub):
             raise click.UsageError("--connect and --pub go together (both are printed by `tts-pipeline serve`)")
         if connect:
-            backend = RemoteBackend(connect, pub)
+            backend = RemoteBackend(connect, pub, kw.get("voices_dir"))
         else:
             try:
                 config = build_config({**kw, "transport": "ipc", "port": 0})

@@ -152,11 +152,11 @@ def resolve(params: dict[str, Any], schedule) -> dict[str, Any]:
         raise ApiError(400, str(e), _blame(params, schedule), "invalid_value") from None
 
 
-def prepare(body, formats: tuple[str, ...], schedule, max_chars: int = MAX_INPUT_CHARS) -> Prepared:
-    """A schema-valid SpeechBody -> Prepared, or ApiError(400) naming the field."""
+def prepare(body, formats: tuple[str, ...], schedule, max_chars: int = MAX_INPUT_CHARS, voices_dir=None) -> Prepared:
+    """A schema-valid SpeechBody -> Prepared, or ApiError(400) naming the field. `voices_dir`: the stored voices."""
     try:
         voices.check_model(body.model)
-        voice = voices.voice_params(body.voice)
+        voice = voices.voice_params(body.voice, voices_dir)
     except voices.UnknownName as e:
         raise ApiError(400, str(e), "model" if str(e).startswith("model") else "voice", "unknown_name") from None
     text = check_input(body.input, max_chars)

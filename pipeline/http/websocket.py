@@ -93,7 +93,8 @@ class Connection:
         if body.response_format != "pcm" or body.stream is False:
             raise ApiError(400, "the WebSocket stream sends pcm (s16le, 24 kHz mono) only", "response_format",
                            "unsupported_format")
-        prepared = prepare(body, self.ctx.formats, self.ctx.backend.schedule, self.ctx.settings.max_input_chars)
+        prepared = prepare(body, self.ctx.formats, self.ctx.backend.schedule, self.ctx.settings.max_input_chars,
+                           getattr(self.ctx.backend, "voices_dir", None))
         self.count += 1
         try:
             self.jobs.put_nowait((rid or str(self.count), prepared))

@@ -69,6 +69,6 @@ def cfm_noise(seed: int) -> NoiseSource:
     return NoiseSource(derive_seed(seed, "cfm"))
 
 
-def new_cfm_stream(cfm: CFMPart, req: RequestParams) -> CFMStream:
-    """A request's CFM state."""
-    return CFMStream(cfm.flow, cfm.conds, cfm_noise(req.seed), req.schedule, cfm.tail_tokens)
+def new_cfm_stream(cfm: CFMPart, req: RequestParams, conds: FlowConditionals | None = None) -> CFMStream:
+    """A request's CFM state, conditioned on `conds` (a stored voice's part; default: the checkpoint's voice)."""
+    return CFMStream(cfm.flow, cfm.conds if conds is None else conds, cfm_noise(req.seed), req.schedule, cfm.tail_tokens)

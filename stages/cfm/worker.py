@@ -18,6 +18,7 @@ from ipc.schema import End, Mel, Message, Request, Tokens
 from stages.cfm.batch import FlowBatch
 from stages.cfm.part import load_cfm_part, new_cfm_stream
 from stages.cfm.streaming import CFMStream, FlowJob
+from stages.cfm.voices import store_voices
 from stages.common.chain import ChainWorker, exact_batching, stage_capacity
 from stages.common.lanes import BatchLimits
 from stages.common.params import parse_params
@@ -43,9 +44,12 @@ class CFMWorker(ChainWorker):
     name = STAGE
 
     def __init__(self, part, default_schedule=None, capacity: int = stage_capacity({}), limits: BatchLimits = FLOW_LIMITS,
-                 exact: bool | None = None):
+                 exact: bool | None = None, voices=None):
         super().__init__(capacity, limits)
         self.part, self.default_schedule = part, default_schedule
+        dev = part.flow.encoder_proj.weight.device
+        # without a store: the checkpoint's voice only
+        self.voices = voices if voices is not None else store_voices(part.conds, part.flow.cfg, dev)
         if exact is None:
             exact = exact_batching({}, str(part.flow.encoder_proj.weight.device))
         self.batch = FlowBatch(part.flow, limits, exact)  # the running batch: one row per request at most
@@ -62,7 +66,9 @@ class CFMWorker(ChainWorker):
         assert sum(isinstance(m, End) for m in out) == 2 and len(self.table) == 0 and not self.batch, out
 
     def start(self, req: Request):
-        stream = new_cfm_stream(self.part, parse_params(req.params, self.default_schedule, self.part.model))
+        params = parse_params(req.params, self.default_schedule, self.part.model)
+        _, conds = self.voices.resolve(params.voice)  # T3 checked the name; a voice removed since fails here, named
+        stream = new_cfm_stream(self.part, params, conds)
         return _Request(stream), [Request(rid=req.rid, seq=0, text="", params=req.params)]
 
     def data(self, msg: Message, st: _Request) -> list[FlowJob]:
@@ -120,8 +126,11 @@ class CFMWorker(ChainWorker):
 
 
 def make_worker(args: StageArgs) -> CFMWorker:
-    worker = CFMWorker(load_cfm_part(ModelSpec(**args.model, device=args.device)), capacity=stage_capacity(args.options),
-                       exact=exact_batching(args.options, args.device))
+    part = load_cfm_part(ModelSpec(**args.model, device=args.device))
+    voices = store_voices(part.conds, part.flow.cfg, part.flow.encoder_proj.weight.device, args.options.get("voices_dir"),
+                          args.options.get("voice_cache_size"))
+    worker = CFMWorker(part, capacity=stage_capacity(args.options), exact=exact_batching(args.options, args.device),
+                       voices=voices)
     worker.warm_up()
     return worker
 

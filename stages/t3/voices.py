@@ -43,3 +43,29 @@ class VoiceTable:
         if key not in self.voices:
             raise ValueError(f"unknown voice {name!r}")
         return self.keys[key], self.voices[key]
+
+
+def store_voices(conds: T3Conditionals, cfg: T3Config, root=None, size: int | None = None) -> VoiceResolver:
+    """The stage's resolver: the checkpoint's voice as `default`, every voice of the store at `root` by name.
+
+    T3 loads only its part of a stored voice (speaker embedding, prompt tokens, stored
+    exaggeration), checked against `cfg`, and keeps it in a bounded LRU keyed by its content hash.
+    """
+    from stages.voice.resolve import DEFAULT_VOICE_CACHE_SIZE, StoredVoices
+
+    conds.check(cfg, f"voice {DEFAULT_VOICE!r}")
+    return StoredVoices(conds, conds.cache_key(), root, lambda store, name: store.load_t3(name, cfg), "t3",
+                        size or DEFAULT_VOICE_CACHE_SIZE)
+
+
+def voice_sampling(sampling, conds: T3Conditionals, voice: str | None, given: Mapping):
+    """A stored voice speaks with the exaggeration it was made with unless the request gives one.
+
+    The checkpoint's own voice keeps SamplingParams' default (0.5, the reference's), whatever its
+    conds.pt stores, so a request without `voice` is unchanged by voice cloning.
+    """
+    from dataclasses import replace
+
+    if voice is None or voice == DEFAULT_VOICE or "exaggeration" in given or not hasattr(sampling, "exaggeration"):
+        return sampling  # (Turbo's sampling has no exaggeration: its T3 has no emotion input)
+    return replace(sampling, exaggeration=float(conds.emotion_adv.reshape(-1)[0]))

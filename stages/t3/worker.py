@@ -22,7 +22,7 @@ from stages.common.spec import ModelSpec
 from stages.t3.batch import Admission, Event
 from stages.t3.part import T3Part, load_t3_part
 from stages.t3.prefix_cache import DEFAULT_PREFIX_CACHE_SIZE
-from stages.t3.voices import VoiceResolver
+from stages.t3.voices import VoiceResolver, store_voices, voice_sampling
 
 STAGE = "t3"
 DEFAULT_MAX_INFLIGHT = 4  # KV-cache slots when the launcher passes no max_inflight
@@ -50,7 +50,7 @@ class T3Worker:
         if part.batch.max_slots < max_inflight:
             raise ValueError(f"the T3 batch has {part.batch.max_slots} slots for max_inflight {max_inflight}")
         self.part, self.batch = part, part.batch
-        self.voices = voices or part.default_voices()
+        self.voices = voices if voices is not None else part.default_voices()
         self.max_inflight = max_inflight
         # The coordinator admits at most max_inflight + max_queue requests, and counts one until its
         # audio ends, so T3 never holds more; the bound past that only stops a sender that bypasses it.
@@ -84,11 +84,12 @@ class T3Worker:
                           "the coordinator's admission limit (max_inflight + max_queue) was bypassed")]
         try:
             params = parse_params(req.params, model=self.part.model)
-            key, conds = self.voices.resolve(params.voice)
-            ids, max_new = self.batch.check(self.part.encode(req.text), conds, params.sampling)
+            key, conds = self.voices.resolve(params.voice)  # an unknown or damaged voice fails here, named
+            sampling = voice_sampling(params.sampling, conds, params.voice, req.params)
+            ids, max_new = self.batch.check(self.part.encode(req.text), conds, sampling)
         except ValueError as e:  # bad input: this request fails, nothing else
             return [Error(rid=rid, stage=STAGE, message=error_text(e))]
-        adm = Admission(rid, ids, conds, key, params.sampling, max_new)
+        adm = Admission(rid, ids, conds, key, sampling, max_new)
         # the later stages need the parameters (seed, schedule, voice); the text stays here
         self.table.add(rid, _Request(adm, {**req.params, "seed": params.seed}))
         self.waiting.append(rid)
@@ -167,7 +168,10 @@ def make_worker(args: StageArgs) -> T3Worker:
     max_inflight = int(args.options.get("max_inflight", DEFAULT_MAX_INFLIGHT))
     max_queue = int(args.options.get("max_queue", DEFAULT_MAX_QUEUE))
     cache = int(args.options.get("prefix_cache_size", DEFAULT_PREFIX_CACHE_SIZE))
-    worker = T3Worker(load_t3_part(spec, max_slots=max_inflight, prefix_cache_size=cache), max_inflight, max_queue)
+    part = load_t3_part(spec, max_slots=max_inflight, prefix_cache_size=cache)
+    # stored voices (the launcher passes the voices dir); without one only the checkpoint's voice
+    voices = store_voices(part.conds, part.cfg, args.options.get("voices_dir"), args.options.get("voice_cache_size"))
+    worker = T3Worker(part, max_inflight, max_queue, voices)
     worker.warm_up()
     return worker
 

@@ -38,6 +38,16 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # also a safe folder n
 T3_KEYS = tuple(f"t3.{f}" for f in T3_FIELDS)
 CFM_KEYS = ("gen.prompt_token", "gen.prompt_feat", "gen.embedding")  # what the flow reads (prompt_token_len is redundant)
 ALL_KEYS = T3_KEYS + tuple(f"gen.{f}" for f in GEN_FIELDS)
+# Voices made on the fly from a request's recording (`say --voice-file`, `stream(voice_file=...)`) live in a
+# hidden folder of the voices dir (so `voice list` does not show them), named FILE_PREFIX + a content hash.
+FILE_PREFIX = "file-"
+FILE_CACHE_DIR = ".cache"
+
+
+def store_for(root: str | Path, name: str) -> "VoiceStore":
+    """The store that holds voice `name`: the file cache for `file-` names, else the voices dir itself."""
+    root = Path(root)
+    return VoiceStore(root / FILE_CACHE_DIR if isinstance(name, str) and name.startswith(FILE_PREFIX) else root)
 
 
 class VoiceStoreError(ValueError):
