@@ -1,19 +1,30 @@
-"""Benchmark long-form delivery: a 2,000-character text, segments pipelined vs run one after another, side by side.
+"""Benchmark long-form delivery: a 2,000-character text, segmented and pipelined in the coordinator vs segments run one after another.
 
-    .venv/bin/python benchmarks/bench_longform.py [--preset tiny] [--chars 2000] [--window 4] [--repeats 2] [--out PATH]
+    .venv/bin/python benchmarks/bench_longform.py [--preset tiny] [--chars 2000] [--repeats 2] [--front-window 0] [--out PATH]
 
-One multi-process pipeline serves both modes, alternated (A B A B ...), so they see the same
-machine state. "pipelined" is `pipeline.longform.Runner` with `--window` requests in flight
-(the next segment is submitted once the newest one streams); "one after another" is the
-same runner with a window of 1 (the next segment is submitted when the previous one has
-ended). Random weights never stop on their own, so each segment runs with ignore_eos and
-a realistic length: 1.7 speech tokens per character (`SPEECH_TOKENS_PER_CHAR`). Every time
-is taken where the stitched stream is consumed. Metrics:
+One multi-process pipeline serves every mode, alternated (A B A B ...), so they see the same
+machine state:
 
-- time to first audio: start -> first audio chunk of the stream;
+- "pipelined (coordinator)": ONE request, `tts.stream(text, longform=True)`: the coordinator
+  plans it and runs segment k+1 in T3 once segment k streams (at most 2 in the stages,
+  continuations without the first-chunk priority lane; `pipeline/longform_coord.py`);
+- "one after another": the same segments as separate requests through
+  `pipeline.longform.Runner` with a window of 1 (the next one is submitted when the previous
+  one has ended), stitched with the same pauses;
+- with `--front-window N`, also "front-end window N": the Runner with N requests in flight
+  (the previous front-end pipelining: every segment its own request, each first chunk in
+  the priority lane).
+
+Random weights never stop on their own, so every segment runs with ignore_eos and one
+length: the mean segment's characters x 1.7 speech tokens per character
+(`SPEECH_TOKENS_PER_CHAR`), the same in every mode (a long-form request's parameters apply
+to all its segments). Times are taken where the stream is consumed:
+
+- time to first audio: start -> first audio chunk;
 - longest gap: the longest stall of a real-time player that starts at the first chunk
   (`benchmarks/harness/metrics.playback`; pauses count as audio, they are delivered as soon
-  as the previous segment ends); total stall; wall time; RTF = wall time / audio duration.
+  as the previous segment ends), and when it began (seconds after the first audio, in the
+  JSON: `max_gap_at_s`); total stall; wall time; RTF = wall time / audio duration.
 Writes markdown (stdout and --out) and JSON beside it, with /proc/loadavg before and after.
 """
 from __future__ import annotations
@@ -53,37 +64,51 @@ def make_text(chars: int) -> str:
     return " ".join(out)[:chars].rsplit(" ", 1)[0] + "."
 
 
-def run_once(backend, plan, window: int, params: dict) -> dict:
-    from pipeline.longform import Audio, Finished, Runner, Silence, plan_units
+def measure(items) -> dict:
+    """Figures of one stitched stream: `items` yields pcm sample counts as chunks arrive."""
+    t0 = time.perf_counter()
+    arrivals, samples = [], []
+    for n in items:
+        arrivals.append(time.perf_counter() - t0)
+        samples.append(n)
+    wall = time.perf_counter() - t0
+    durs = [n / SAMPLE_RATE for n in samples]
+    first = next(t for t, n in zip(arrivals, samples) if n)
+    stalls = playback(arrivals, durs)
+    audio_s = sum(durs)
+    worst = max(stalls, key=lambda st: st[1], default=(first, 0.0))
+    return {"ttfa_s": first, "max_gap_s": worst[1], "max_gap_at_s": worst[0] - first,
+            "total_stall_s": sum(s for _, s in stalls), "stalls": len(stalls), "wall_s": wall,
+            "audio_s": audio_s, "rtf": wall / audio_s, "samples": sum(samples)}
+
+
+def run_coordinator(tts, text: str, params: dict) -> dict:
+    def items():
+        for chunk in tts.stream(text, longform=True, **params):
+            yield len(chunk.pcm)
+    return measure(items())
+
+
+def run_runner(backend, plan, window: int, params: dict) -> dict:
+    from pipeline.longform import Audio, Runner, Silence, plan_units
 
     runner = Runner(backend, window)
     for u in plan_units(plan):
-        tokens = max(1, round(SPEECH_TOKENS_PER_CHAR * len(u.text)))
-        runner.add(dataclasses.replace(u, params={**u.params, **params, "max_new_tokens": tokens}))
+        runner.add(dataclasses.replace(u, params={**u.params, **params}))
     runner.close_input()
-    t0 = time.perf_counter()
-    arrivals, samples, segs = [], [], 0
-    for item in runner.results():
-        if isinstance(item, Finished):
-            segs += 1
-            continue
-        arrivals.append(time.perf_counter() - t0)
-        samples.append(len(item.pcm) if isinstance(item, Audio) else item.samples)
-    wall = time.perf_counter() - t0
-    durs = [n / SAMPLE_RATE for n in samples]
-    first = next(t for t, it in zip(arrivals, samples) if it)
-    stalls = playback(arrivals, durs)
-    audio_s = sum(durs)
-    return {"ttfa_s": first, "max_gap_s": max((s for _, s in stalls), default=0.0),
-            "total_stall_s": sum(s for _, s in stalls), "stalls": len(stalls), "wall_s": wall,
-            "audio_s": audio_s, "rtf": wall / audio_s, "segments": segs}
+
+    def items():
+        for item in runner.results():
+            if isinstance(item, (Audio, Silence)):
+                yield len(item.pcm) if isinstance(item, Audio) else item.samples
+    return measure(items())
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     ap.add_argument("--chars", type=int, default=2000)
-    ap.add_argument("--window", type=int, default=4)
+    ap.add_argument("--front-window", type=int, default=0, help="also run the front-end Runner with this window (0: no)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--n-timesteps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per stage (0 = cores / 3)")
@@ -98,16 +123,23 @@ def main(argv=None) -> None:
     load_before = Path("/proc/loadavg").read_text().strip()
     spec = ModelSpec(preset=args.preset)
     text = make_text(args.chars)
-    params = {"seed": 1, "ignore_eos": True, "n_timesteps": args.n_timesteps}
     plan = plan_text(spec, text, {"seed": 1})
-    modes = {"pipelined": args.window, "one after another": 1}
+    mean_chars = statistics.mean(len(seg.text) for seg in plan.segments)
+    tokens = max(1, round(SPEECH_TOKENS_PER_CHAR * mean_chars))
+    params = {"seed": 1, "ignore_eos": True, "max_new_tokens": tokens, "n_timesteps": args.n_timesteps}
+    plan = plan_text(spec, text, params)
+    modes = {"pipelined (coordinator)": lambda: run_coordinator(tts, text, params),
+             "one after another": lambda: run_runner(backend, plan, 1, {})}
+    if args.front_window:
+        modes[f"front-end window {args.front_window}"] = lambda: run_runner(backend, plan, args.front_window, {})
     results: dict[str, list[dict]] = {m: [] for m in modes}
-    with Pipeline(PipelineConfig(model=spec, threads=args.threads, max_inflight=max(args.window, 1))) as tts:
+    with Pipeline(PipelineConfig(model=spec, threads=args.threads, max_inflight=max(args.front_window, 4))) as tts:
         backend = PipelineBackend(tts)
-        run_once(backend, plan_text(spec, SENTENCES[0], {"seed": 0}), 1, params)  # warm-up
+        run_runner(backend, plan_text(spec, SENTENCES[0], params), 1, {})  # warm-up
         for r in range(args.repeats):
-            for mode, window in modes.items():
-                res = run_once(backend, plan, window, params)
+            for mode, run in modes.items():
+                res = run()
+                assert res["samples"] == plan.exact_samples, (mode, res["samples"], plan.exact_samples)
                 results[mode].append(res)
                 print(f"[{r + 1}/{args.repeats}] {mode}: {json.dumps({k: round(v, 3) for k, v in res.items()})}", file=sys.stderr)
     load_after = Path("/proc/loadavg").read_text().strip()
@@ -119,17 +151,18 @@ def main(argv=None) -> None:
     lines = [f"# Long-form delivery: {len(text)} characters, {len(plan.segments)} segments, preset `{args.preset}`", "",
              f"Command: `.venv/bin/python {cmd.strip()}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads per stage "
-             f"{args.threads or 'cores/3'}, n_timesteps {args.n_timesteps}, window {args.window}  ",
+             f"{args.threads or 'cores/3'}, n_timesteps {args.n_timesteps}  ",
              f"/proc/loadavg before: `{load_before}`, after: `{load_after}`  ",
-             f"Median of {args.repeats} alternated runs per mode; every segment ignore_eos with "
-             f"{SPEECH_TOKENS_PER_CHAR} speech tokens per character; pauses 0.2 s.", "",
+             f"Median of {args.repeats} alternated runs per mode; every segment ignore_eos with {tokens} speech "
+             f"tokens ({mean_chars:.0f} characters per segment on average x {SPEECH_TOKENS_PER_CHAR}); pauses 0.2 s; "
+             f"every stream checked to hold exactly {plan.exact_samples} samples.", "",
              "| mode | time to first audio | longest gap | total stall | stalls | wall | audio | RTF |",
              "|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         lines.append(f"| {mode} | {med(mode, 'ttfa_s'):.2f} s | {med(mode, 'max_gap_s'):.2f} s | "
                      f"{med(mode, 'total_stall_s'):.2f} s | {med(mode, 'stalls'):.0f} | {med(mode, 'wall_s'):.1f} s | "
                      f"{med(mode, 'audio_s'):.1f} s | {med(mode, 'rtf'):.2f} |")
-    a, b = "pipelined", "one after another"
+    a, b = "pipelined (coordinator)", "one after another"
     lines += ["", f"Ratios (one after another / pipelined): time to first audio "
               f"{med(b, 'ttfa_s') / med(a, 'ttfa_s'):.2f}x, total stall "
               f"{med(b, 'total_stall_s') / max(med(a, 'total_stall_s'), 1e-9):.1f}x, wall {med(b, 'wall_s') / med(a, 'wall_s'):.2f}x."]

@@ -77,6 +77,9 @@ class Mel(Message):
     TENSORS: ClassVar[Mapping[str, TensorSpec]] = {"mel": TensorSpec(("float32", "float16"), 2, {0: N_MELS})}
     start: int
     mel: Any  # [80, n] float array
+    # Optional CUDA IPC hand-off (ipc/cuda_ipc.py, docs/gpu.md): the frames stay on the sender's GPU and this map
+    # of plain values is their handle; `mel` is then empty ([80, 0]). None (the default): the frames are in `mel`.
+    cuda: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,6 +200,10 @@ def validate_fields(cls: type[Message], values: Mapping[str, Any]) -> None:
         for k, v in params.items():
             if not isinstance(k, str) or not isinstance(v, PARAM_TYPES):
                 raise ProtocolError(f"parameter {k!r} must map a name to a scalar, got {type(v).__name__}")
+    elif cls is Mel:
+        cuda = values["cuda"]
+        if cuda is not None and (not isinstance(cuda, Mapping) or any(not isinstance(k, str) for k in cuda)):
+            raise ProtocolError("field 'cuda' must be null or a map of named values (a CUDA IPC handle)")
     elif cls is Audio:
         if not _is_int(values["sample_rate"]) or values["sample_rate"] <= 0:
             raise ProtocolError(f"field 'sample_rate' must be a positive integer, got {values['sample_rate']!r}")

@@ -70,8 +70,7 @@ class Pipeline:
         self.sockets = SocketFactory()
         try:
             self.supervisor = StageSupervisor(self.config, self.sockets)
-            self.coordinator = Coordinator(self.sockets, self.supervisor.endpoint, self.config.schedule,
-                                           model=spec.kind)
+            self.coordinator = Coordinator(self.sockets, self.supervisor.endpoint, self.config.schedule, self.config.model)
             self.supervisor.start()
             self.coordinator.start()
             self.supervisor.watch(self.coordinator.stage_died, self.coordinator.stage_ready, self._gave_up)

@@ -77,6 +77,10 @@ def model_options(f):
         click.option("--voices-dir", type=click.Path(file_okay=False),
                      help="Folder of stored voices that --voice / a request's `voice` names (default: the user's data dir, "
                           "as `voice add`)."),
+        click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+                     help="Replay the T3 tick and the flow step as CUDA graphs (default: on for CUDA stages; docs/gpu.md)."),
+        click.option("--cuda-ipc", is_flag=True,
+                     help="CFM -> HiFiGAN mel as CUDA IPC handles when both run on one CUDA device (docs/gpu.md)."),
     ]):
         f = opt(f)
     return f
@@ -100,6 +104,7 @@ PARAM_OPTIONS = [
     ("--left-context-tokens", str, "Re-run left context in tokens, or 'all' (default 32)."),
     ("--prompt-tokens", str, "Voice-prompt tokens per flow call, or 'all' (default 50)."),
     ("--n-timesteps", int, "Flow solver steps (default 10; Turbo 2)."),
+    ("--first-chunk-timesteps", int, "Flow solver steps of the first chunk only (default: --n-timesteps)."),
     ("--vocoder-lookahead-frames", str, "Frames the vocoder holds back, or 'exact' (default exact)."),
 ]
 
@@ -140,10 +145,11 @@ def build_config(kw: dict[str, Any]):
                      model=kw.pop("model", None))
     devices = {s: d for s in ("t3", "cfm", "hifigan") if (d := kw.pop(f"{s}_device"))}
     t3_threads = kw.pop("t3_threads")
+    options = gpu_stage_options(kw.pop("cuda_graphs", None), spec.device, devices, kw.pop("cuda_ipc", False))
     config = PipelineConfig(model=spec, devices=devices, threads=kw.pop("threads"), transport=kw.pop("transport"),
                             stage_thread_counts={"t3": t3_threads} if t3_threads else {},
                             base_port=kw.pop("port"), max_inflight=kw.pop("max_inflight"),
-                            voices_dir=kw.pop("voices_dir", None))
+                            voices_dir=kw.pop("voices_dir", None), stage_options=options)
     return check_config(config)
 
 
@@ -182,6 +188,24 @@ def check_params(params: dict[str, Any], model) -> dict[str, Any]:
         raise click.BadParameter(f"{params['max_new_tokens']} is over this model's limit of {limit} speech tokens "
                                  "(the KV-cache length less the shortest prompt)", param_hint="'--max-new-tokens'")
     return params
+
+
+def gpu_stage_options(cuda_graphs: bool | None, device: str, devices: dict[str, str],
+                      cuda_ipc: bool = False) -> dict[str, Any]:
+    """--cuda-graphs / --no-cuda-graphs and --cuda-ipc as stage options (absent: each stage decides by its device)."""
+    options: dict[str, Any] = {}
+    if cuda_graphs is not None:
+        if cuda_graphs and not any(d.startswith("cuda") for d in [device, *devices.values()]):
+            raise click.BadParameter("needs a CUDA stage (--device cuda or --t3-device/--cfm-device cuda)",
+                                     param_hint="--cuda-graphs")
+        options["cuda_graphs"] = bool(cuda_graphs)
+    if cuda_ipc:
+        cfm, hifigan = devices.get("cfm", device), devices.get("hifigan", device)
+        if not cfm.startswith("cuda") or cfm != hifigan:
+            raise click.BadParameter(f"needs CFM and HiFiGAN on one CUDA device (they run on {cfm} and {hifigan})",
+                                     param_hint="--cuda-ipc")
+        options["cuda_ipc"] = True
+    return options
 
 
 def download_checkpoint(repo: str) -> str:

@@ -28,8 +28,8 @@ import zmq
 from ipc import framing
 from ipc.schema import MAX_TEXT_CHARS, Accepted, Audio, Cancel, End, Error, Message, ProtocolError, Request, Welcome
 from ipc.sockets import SocketFactory
+from pipeline.longform_coord import LongFormRequests, Planner
 from stages.common.accounting import SAMPLES_PER_TOKEN
-from stages.common.params import resolve_params
 from stages.cfm.schedule import ChunkSchedule
 
 REPLAY_FINISHED = 64  # finished requests kept for late subscribers (their messages re-published on subscribe)
@@ -74,9 +74,9 @@ class Record:
 
 
 class Coordinator:
-    def __init__(self, sockets: SocketFactory, endpoint, schedule: ChunkSchedule | None = None, model: str | None = None):
+    def __init__(self, sockets: SocketFactory, endpoint, schedule: ChunkSchedule | None = None, model=None):
         self.sockets, self.schedule = sockets, schedule or ChunkSchedule()
-        self.model = model  # the model family: which request parameters are valid (None = chatterbox)
+        self.longform = LongFormRequests(self, Planner(model))  # long texts: one public id, segments inside
         self.to_t3 = sockets.socket("PUSH", endpoint("t3"))
         self.audio = sockets.socket("PULL", endpoint("audio"))
         self.pub = sockets.socket("XPUB", endpoint("pub"), XPUB_VERBOSE=1)  # see every subscription, repeats too
@@ -106,7 +106,7 @@ class Coordinator:
     def submit(self, text: str, params: dict[str, Any] | None = None, rid: str | None = None) -> tuple[str, "queue.Queue[Message]", dict]:
         """Validate and queue a request; returns (rid, the queue its messages arrive on, the resolved params)."""
         check_text(text)
-        resolved = resolve_params(params, self.schedule, self.model)
+        plan, resolved = self.longform.prepare(text, params, self.schedule)  # plan: None unless long-form
         rid = rid or new_request_id()
         sink: queue.Queue[Message] = queue.Queue()
         with self.lock:
@@ -114,11 +114,14 @@ class Coordinator:
             if rid in self.records or rid in self.finished:
                 raise ValueError(f"request id {rid!r} is already in use")
             self.records[rid] = Record(rid, sink=sink)
+        if plan is not None:
+            self.longform.stage(rid, plan)
         try:
             self._wake(Request(rid=rid, text=text, params=resolved))
         except BaseException:  # it never left: the id is free again
             with self.lock:
                 self.records.pop(rid, None)
+            self.longform.unstage(rid)
             raise
         return rid, sink, resolved
 
@@ -206,6 +209,10 @@ class Coordinator:
 
     def _on_wake(self, sock) -> None:
         msg = framing.recv(sock)
+        if isinstance(msg, Request) and self.longform.launch(msg.rid):
+            return  # a long-form request: its segments go to T3 one after another
+        if isinstance(msg, Cancel) and self.longform.cancel(msg.rid):
+            return  # a long-form request: cancelled with every segment
         if isinstance(msg, (Request, Cancel)):
             framing.send(self.to_t3, msg)
         elif isinstance(msg, Error):  # a stage died
@@ -215,6 +222,7 @@ class Coordinator:
         with self.lock:
             live = [r for r in self.records.values() if not r.done]
             self._orphans.extend(r.rid for r in live)
+            self._orphans.extend(sid for r in live for sid in self.longform.segment_ids(r.rid))  # long-form segments too
         if live:
             log.error("%s: failing %d request(s)", reason, len(live))
         for rec in live:
@@ -222,6 +230,8 @@ class Coordinator:
 
     def _on_audio(self, sock) -> None:
         msg = framing.recv(sock)
+        if self.longform.on_stage_message(msg):
+            return  # a segment of a long-form request: republished under its public id
         rec = self.records.get(msg.rid)
         if rec is None or rec.done:
             return  # a message of a request already failed/cancelled here
@@ -259,6 +269,7 @@ class Coordinator:
             self.finished[rec.rid] = rec
             while len(self.finished) > REPLAY_FINISHED:
                 self.finished.popitem(last=False)
+        self.longform.on_finish(rec.rid)  # a long-form request: cancel its segments still in the stages
         if isinstance(msg, Error):  # free whatever the stages still hold; never block on a dead T3
             try:
                 framing.send(self.to_t3, Cancel(rid=rec.rid), flags=zmq.NOBLOCK)
@@ -286,7 +297,8 @@ class Coordinator:
             sock.send_multipart([identity, *framing.encode(Error(rid="unknown", stage="coordinator", message=str(e)))])
             return
         if isinstance(msg, Cancel):
-            framing.send(self.to_t3, msg)
+            if not self.longform.cancel(msg.rid):
+                framing.send(self.to_t3, msg)
             return
         if not isinstance(msg, Request):
             reply: Message = Error(rid=msg.rid, stage="coordinator", message=f"expected a request, got {msg.KIND}")
@@ -295,13 +307,16 @@ class Coordinator:
         else:
             try:
                 check_text(msg.text)
-                resolved = resolve_params(msg.params, self.schedule, self.model)
+                plan, resolved = self.longform.prepare(msg.text, msg.params, self.schedule)
                 with self.lock:
                     self._check_up()
                     if msg.rid in self.records or msg.rid in self.finished:
                         raise ValueError(f"request id {msg.rid!r} is already in use")
                     self.records[msg.rid] = Record(msg.rid)
-                framing.send(self.to_t3, Request(rid=msg.rid, text=msg.text, params=resolved))
+                if plan is not None:
+                    self.longform.begin(msg.rid, plan)
+                else:
+                    framing.send(self.to_t3, Request(rid=msg.rid, text=msg.text, params=resolved))
                 reply = Accepted(rid=msg.rid, params=resolved)
             except (ValueError, RequestError) as e:
                 reply = Error(rid=msg.rid, stage="coordinator", message=str(e))

@@ -101,6 +101,7 @@ class PipelineConfig:
     base_port: int = 0  # tcp: first port; 0 = free ports picked at start
     max_inflight: int = 4  # concurrent requests in T3 (KV-cache slots); more wait in a queue
     voices_dir: str | None = None  # the voice store requests name voices from; None = the user's data dir
+    stage_options: dict = field(default_factory=dict)  # extra StageArgs.options for every stage (cuda_graphs: docs/gpu.md)
     restart_budget: int = 5  # restarts of the stages allowed within restart_window_s, then the pipeline gives up
     restart_window_s: float = 60.0
 
@@ -227,7 +228,8 @@ class StageSupervisor:
         args = StageArgs(stage=stage, input_endpoint=self.endpoint(stage), output_endpoint=self.endpoint(outputs[stage]),
                          control_endpoint=self.endpoint("control"), model=model, device=self.config.device(stage),
                          threads=self.config.stage_threads(stage), options={"max_inflight": self.config.max_inflight,
-                                  "voices_dir": str(self.config.voices_root())})  # T3 and CFM load stored voices
+                                  "voices_dir": str(self.config.voices_root()),
+                                   **self.config.stage_options})  # T3 and CFM load stored voices
         p = mp.get_context("spawn").Process(target=entries[stage], args=(args,), name=f"tts-{stage}", daemon=True)
         p.start()
         with self.lock:

@@ -1,7 +1,11 @@
-"""Long texts and many utterances in front of the pipeline: segments run as consecutive, pipelined requests, stitched in order.
+"""Long texts and many utterances in front of the pipeline: requests run consecutively, pipelined, stitched in order.
 
-The front-end version of long-form synthesis (the coordinator will do the same inside one
-request id later, from the same `LongFormPlan`, sample for sample):
+On a running `Pipeline` (in-process, `serve`, HTTP) a long text is ONE request: the
+coordinator plans and runs its segments (`pipeline/longform_coord.py`); `stream_long` is
+that request. This module is the front-end version of the same thing, from the same
+`LongFormPlan`, sample for sample: `say` uses it to pipeline its lines (each line one
+request) and, with `--sequential`, the segments of a line in one process; `stream_plan`
+is the byte reference the coordinator's stream is tested against:
 
 - every segment of a plan (`pipeline/text/plan.py`) is one request with the segment's own
   seed; between two segments go exactly `plan.pause_samples` zero samples;
@@ -55,10 +59,19 @@ class Unit:
     text: str
     params: dict
     pause_before: int = 0  # zero samples written before this unit's audio
+    segments: int = 1  # plan segments it covers (a whole long-form utterance run as one coordinator request: all)
 
     @property
     def last(self) -> bool:
         return self.index == self.count - 1
+
+
+def utterance_unit(plan: LongFormPlan, text: str, utterance: int = 0, pause_first: int = 0) -> Unit:
+    """The whole plan as one long-form request: the coordinator runs its segments (same seed, same pause, same audio)."""
+    from pipeline.longform_coord import LONGFORM, SENTENCE_SILENCE
+
+    params = {**plan.params, "seed": plan.seed, LONGFORM: True, SENTENCE_SILENCE: plan.pause_samples / plan.sample_rate}
+    return Unit(utterance, 0, 1, text, params, pause_first, segments=len(plan.segments))
 
 
 def plan_units(plan: LongFormPlan, utterance: int = 0, pause_first: int = 0) -> list[Unit]:
@@ -289,15 +302,18 @@ def plan_text(model_spec, text: str, params: dict | None = None,
 
 
 def stream_long(tts, text: str, *, sentence_silence: float = DEFAULT_SENTENCE_SILENCE_S,
-                window: int | None = None, **params: Any) -> Iterator[Any]:
-    """Synthesize a text of any length on a running `Pipeline` as one stream of `AudioChunk`s.
+                rid: str | None = None, **params: Any) -> Iterator[Any]:
+    """Synthesize a text of any length on a running `Pipeline` as one request (one id) and one stream of `AudioChunk`s.
 
-    The text is segmented under the model's budget; `params` apply to every segment (the
-    seed is the request seed the segment seeds derive from); `sentence_silence` seconds of
-    silence go between segments. Raises ValueError for bad input before any audio.
+    The coordinator segments the text under the model's budget; `params` apply to every
+    segment (the seed is the request seed the segment seeds derive from); `sentence_silence`
+    seconds of silence go between segments; chunk starts count the whole stream. The same
+    as `tts.stream(text, longform=True, sentence_silence=...)`. Raises ValueError for bad
+    input before any audio, RequestError if a segment fails; closing early cancels it all.
     """
-    plan = plan_text(tts.config.model, text, params, sentence_silence)
-    return stream_plan(PipelineBackend(tts), plan, window or tts.config.max_inflight)
+    from pipeline.longform_coord import LONGFORM, SENTENCE_SILENCE
+
+    return tts.stream(text, rid=rid, **params, **{LONGFORM: True, SENTENCE_SILENCE: sentence_silence})
 
 
 def synthesize_long(tts, text: str, **kw: Any) -> np.ndarray:

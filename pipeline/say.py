@@ -3,9 +3,12 @@
 Input: TEXT arguments (one utterance), `--text-file` (one utterance per line, read and
 planned before anything starts, so bad input fails first), or stdin, read line by line
 *as it arrives* (a line is synthesized while the next is still being typed). Every
-utterance is segmented (`pipeline/text/`); all segments of all lines go through one
-`longform.Runner`, so lines and segments are pipelined alike and written in input order,
-with `--sentence-silence` between consecutive segments and lines.
+utterance is planned here (`pipeline/text/`: bad input fails first, and the progress bar
+knows its segments); lines go through one `longform.Runner`, pipelined and written in input
+order with `--sentence-silence` between them. On a pipeline (local or `--connect`) each
+line is ONE long-form request that the coordinator segments (one request id, its segments
+pipelined inside, `--sentence-silence` between them); with `--sequential` the Runner runs
+the segments of a line itself, one after another, with the same seeds and pauses: the same audio.
 
 Feedback goes to stderr: "loading ... ready in N s", then per utterance its time to first
 audio and RTF; a tqdm progress bar over the segments when stderr is a terminal and there
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
 from pipeline.audio_out import AudioWriter, OutputSpec, resolve_output
-from pipeline.longform import Audio, Finished, Runner, Silence, plan_units
+from pipeline.longform import Audio, Finished, Runner, Silence, plan_units, utterance_unit
 from pipeline.text.plan import SAMPLE_RATE, make_plan, pause_samples
 
 Log = Callable[[str], None]
@@ -116,23 +119,24 @@ class Feedback:
             self.log(msg)
 
     def item(self, item, utterances_known: int | None) -> None:
-        u = self.utterances.setdefault(item.unit.utterance, {"samples": 0, "chars": 0, "submit": None, "first": None})
+        u = self.utterances.setdefault(item.unit.utterance, {"samples": 0, "chars": 0, "segments": 0, "submit": None, "first": None})
         if isinstance(item, (Audio, Silence)):
             u["samples"] += len(item.pcm) if isinstance(item, Audio) else (item.samples if item.unit.index else 0)
             return
         u["chars"] += len(item.unit.text)
+        u["segments"] += item.unit.segments
         u["submit"] = item.submit_t if u["submit"] is None else u["submit"]
         if u["first"] is None and item.first_t is not None:
             u["first"] = item.first_t
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(item.unit.segments)
         if item.unit.last:
             del self.utterances[item.unit.utterance]
             took = item.end_t - u["submit"]
             audio_s = u["samples"] / SAMPLE_RATE
             first = f"{u['first'] - u['submit']:.2f} s" if u["first"] is not None else "none"
             of = f"/{utterances_known}" if utterances_known else ""
-            self.message(f"[{item.unit.utterance + 1}{of}] {u['chars']} chars in {item.unit.count} segment(s): "
+            self.message(f"[{item.unit.utterance + 1}{of}] {u['chars']} chars in {u['segments']} segment(s): "
                          f"first audio after {first}, {audio_s:.2f} s of audio in {took:.2f} s "
                          f"(RTF {took / max(audio_s, 1e-9):.2f})")
 
@@ -215,9 +219,13 @@ def run_say(o: SayOptions, log: Log) -> None:
 
     def plan(text: str) -> list:
         plan = make_plan(text, o.params, budget, count, pause)
-        units = plan_units(plan, planned[0], pause if planned[0] else 0)
+        pause_first = pause if planned[0] else 0
+        if o.mode == "sequential":  # one process: the Runner runs the segments itself
+            units = plan_units(plan, planned[0], pause_first)
+        else:  # a pipeline: the coordinator runs the whole line as one request
+            units = [utterance_unit(plan, text, planned[0], pause_first)]
         planned[0] += 1
-        feedback.planned(len(units))
+        feedback.planned(sum(u.segments for u in units))
         return units
 
     known = None

@@ -58,6 +58,8 @@ class FlowBatch:
         self.flow, self.limits, self.exact = flow, limits, exact
         self.rows: list[_Row] = []
         self._padded: tuple[tuple[Hashable, ...], int, tuple] | None = None  # (row keys, length, step inputs) of the padded batch
+        # Captured solver steps (stages/cfm/graphs.py FlowGraphs), attached on CUDA for padded batching: None = eager.
+        self.graphs: Any = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -110,7 +112,11 @@ class FlowBatch:
         """One solver step of every row; returns (key, job, mel [1, 80, F]) of the rows that reached t = 1 (and removes them)."""
         if not self.rows:
             return []
-        if len(self.rows) == 1 or self.exact:
+        stepped = self.graphs.step(self.rows) if self.graphs is not None and not self.exact else None
+        if stepped is not None:  # a captured shape fit: every row padded to its bucket, one replay
+            for r, x in zip(self.rows, stepped):
+                r.x = x
+        elif len(self.rows) == 1 or self.exact:
             for r in self.rows:  # each row's own call: the solo computation, bit for bit
                 r.x = self.flow.step(r.x, r.inputs, r.grid[r.k : r.k + 1], r.grid[r.k + 1 : r.k + 2])
         else:

@@ -28,6 +28,8 @@ class ChunkSchedule:
     left_context_tokens: already-emitted tokens re-run before each hop (int, or "all" = from the start).
     prompt_tokens: how many of the voice prompt's last tokens each streaming call includes (int or "all").
     n_timesteps: Euler steps of the flow solver.
+    first_chunk_timesteps: Euler steps of the first chunk's call only (None = n_timesteps): a first-audio
+        knob, fewer steps for the chunk the listener waits on (docs/gpu.md, first-audio tuning).
     vocoder_lookahead_frames: mel frames the vocoder holds back before emitting a sample
         ("exact" = its whole right receptive field, so streamed audio equals whole-utterance vocoding).
     """
@@ -40,6 +42,7 @@ class ChunkSchedule:
     prompt_tokens: int | str = 50  # 2 s of the voice prompt: ~same fidelity as all 157, half the cost (docs/streaming.md)
     n_timesteps: int = 10
     vocoder_lookahead_frames: int | str = "exact"
+    first_chunk_timesteps: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +68,9 @@ class ChunkSchedule:
                 raise bad(name, f"must be a non-negative integer or {ALL!r}")
         if not is_int(self.n_timesteps) or not 1 <= self.n_timesteps <= 100:
             raise bad("n_timesteps", "must be an integer in [1, 100]")
+        v = self.first_chunk_timesteps
+        if v is not None and (not is_int(v) or not 1 <= v <= 100):
+            raise bad("first_chunk_timesteps", "must be None or an integer in [1, 100]")
         v = self.vocoder_lookahead_frames
         if v != "exact" and (not is_int(v) or v < 0):
             raise bad("vocoder_lookahead_frames", "must be a non-negative integer or 'exact'")

@@ -140,15 +140,22 @@ class CFMStream:
         self.finished = True
         return job
 
-    def complete(self, job: FlowJob, mel: torch.Tensor) -> MelChunk:
-        """The job's output mel [1, 80, F] -> the chunk of final frames. Jobs complete in plan order."""
+    def complete(self, job: FlowJob, mel: torch.Tensor, on_device: bool = False) -> MelChunk:
+        """The job's output mel [1, 80, F] -> the chunk of final frames. Jobs complete in plan order.
+        on_device: keep the chunk on the flow's device (a CUDA IPC hand-off, ipc/cuda_ipc.py), else on the CPU."""
         if job.start != self.frames_out:
             raise RuntimeError(f"chunk at frame {job.start} completed out of order (expected {self.frames_out})")
         if mel.size(-1) < job.hi:
             raise RuntimeError(f"flow returned {mel.size(-1)} frames, need {job.hi}")
-        chunk = MelChunk(start=job.start, mel=mel[0, :, job.lo : job.hi].float().cpu().contiguous())
+        frames = mel[0, :, job.lo : job.hi].float()
+        chunk = MelChunk(start=job.start, mel=(frames if on_device else frames.cpu()).contiguous())
         self.frames_out += job.hi - job.lo
         return chunk
+
+    def _steps(self, first_token: int) -> int:
+        """Solver steps of the call emitting from first_token: first_chunk_timesteps for the first chunk, if set."""
+        first = self.schedule.first_chunk_timesteps
+        return first if first is not None and first_token == 0 else self.schedule.n_timesteps
 
     def _job(self, emit_end: int, input_end: int, finalize: bool) -> FlowJob:
         """The flow call emitting the frames of tokens [planned_tokens, emit_end) from tokens up to input_end."""
@@ -164,5 +171,5 @@ class CFMStream:
         g0 = self._gen_offset + r * c
         noise = torch.cat([self._prompt_noise, self.noise.frames(g0, g0 + gen_frames)], dim=1).unsqueeze(0)  # [1, 80, F]
         return FlowJob(tokens=tokens, finalize=finalize, frames=n_frames, noise=noise, prompt_cond=self._prompt_cond,
-                       spks=self._spks, n_timesteps=self.schedule.n_timesteps, start=r * b,
+                       spks=self._spks, n_timesteps=self._steps(b), start=r * b,
                        lo=k_frames + r * (b - c), hi=k_frames + r * (emit_end - c))

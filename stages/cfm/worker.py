@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ipc import cuda_ipc
 from ipc.schema import End, Mel, Message, Request, Tokens
 from stages.cfm.batch import FlowBatch
+from stages.cfm.graphs import attach_flow_graphs, flow_graphs_wanted
 from stages.cfm.part import load_cfm_part, new_cfm_stream
 from stages.cfm.streaming import CFMStream, FlowJob
 from stages.cfm.voices import store_voices
@@ -53,6 +55,7 @@ class CFMWorker(ChainWorker):
         if exact is None:
             exact = exact_batching({}, str(part.flow.encoder_proj.weight.device))
         self.batch = FlowBatch(part.flow, limits, exact)  # the running batch: one row per request at most
+        self.cuda_ipc = False  # mel chunks to HiFiGAN as CUDA IPC handles (make_worker: option cuda_ipc, one GPU)
 
     def warm_up(self) -> None:
         """Two requests of different lengths through the batched path (padding, masks, joins), then nothing left."""
@@ -90,6 +93,12 @@ class CFMWorker(ChainWorker):
         totals = {"tokens": len(st.stream.tokens), "frames": st.stream.frames_emitted}
         return [End(rid=msg.rid, seq=self.table.seq(msg.rid), totals=totals, reason=msg.reason)]
 
+    def _mel(self, rid: str, chunk) -> Mel:
+        seq = self.table.seq(rid)
+        if self.cuda_ipc:  # the frames stay on the GPU: the message carries their CUDA IPC handle
+            return Mel(rid=rid, seq=seq, start=chunk.start, mel=np.zeros((80, 0), np.float32), cuda=cuda_ipc.share(chunk.mel))
+        return Mel(rid=rid, seq=seq, start=chunk.start, mel=chunk.mel.numpy())
+
     def forget(self, rid: str) -> None:
         self.batch.drop(rid)
 
@@ -117,8 +126,8 @@ class CFMWorker(ChainWorker):
         for rid, job, mel in done:
             st = self.table.get(rid).state
             try:
-                chunk = st.stream.complete(job, mel)
-                out.append(Mel(rid=rid, seq=self.table.seq(rid), start=chunk.start, mel=chunk.mel.numpy()))
+                chunk = st.stream.complete(job, mel, on_device=self.cuda_ipc)
+                out.append(self._mel(rid, chunk))
                 out += self.job_done(rid)
             except Exception as e:
                 out.append(self.fail(rid, e))
@@ -131,6 +140,11 @@ def make_worker(args: StageArgs) -> CFMWorker:
                           args.options.get("voice_cache_size"))
     worker = CFMWorker(part, capacity=stage_capacity(args.options), exact=exact_batching(args.options, args.device),
                        voices=voices)
+    # captured solver steps: on CUDA (unless --no-cuda-graphs) with padded batching, every shape at start-up
+    graphs = args.options.get("cuda_graphs") if str(args.device).startswith("cuda") else None
+    if flow_graphs_wanted(args.device, graphs) and not worker.batch.exact:
+        attach_flow_graphs(worker.batch)
+    worker.cuda_ipc = bool(args.options.get("cuda_ipc")) and str(args.device).startswith("cuda")
     worker.warm_up()
     return worker
 

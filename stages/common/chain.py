@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from ipc.schema import Cancel, End, Error, Message, Request
 from stages.common.lanes import BatchLimits, Lane
+from stages.common.params import is_continuation
 from stages.common.requests import RequestTable, forward
 
 log = logging.getLogger("tts.stage")
@@ -127,7 +128,9 @@ class ChainWorker:
                 if rid in self.table:
                     raise DuplicateRequest(f"{self.name}: request id {rid!r} is already in flight")
                 state, out = self.start(msg)
-                self.table.add(rid, Slot(state, Lane(order=next(self._order))))
+                # a continuation (segment k > 0 of a long-form request) has audio playing already: no priority lane
+                lane = Lane(order=next(self._order), first=not is_continuation(msg.params))
+                self.table.add(rid, Slot(state, lane))
                 return [dataclasses.replace(m, seq=self.table.seq(rid)) for m in out]  # our numbering, from 0
             slot = self.table.get(rid)
             if slot is None:

@@ -9,7 +9,9 @@ The rule (docs/architecture.md, "Batching and the priority lane"):
   are computed and sent strictly in order.
 - Heads are served in the order of `Lane.key`, in three groups, the head that became ready
   first going first within each: (0) later chunks that have waited `age_limit` units of
-  work, (1) first chunks (the priority lane), (2) the other later chunks. A first chunk
+  work, (1) first chunks (the priority lane), (2) the other later chunks. A request with
+  the parameter `continuation: true` (segment k > 0 of a long-form request, whose stream is
+  already playing) has no first chunk in this sense: its chunks are all in groups 0 and 2. A first chunk
   therefore overtakes fresh later chunks of other requests, and a running request's next
   chunk waits at most `age_limit` units plus the other aged chunks ahead of it (at most one
   per running request), however many new requests arrive. A first chunk waits at most for

@@ -7,6 +7,9 @@ Sampling parameters go to T3 (stages.t3.sampling.SamplingParams), schedule param
 the CFM and vocoder streams (stages.cfm.schedule.ChunkSchedule), `voice` to every stage that
 conditions on the voice (each resolves the name against its own store). The seed is resolved
 once, by whoever accepts the request, so every stage derives its randomness from it.
+`continuation` (a bool, default False) marks a request that continues a stream already
+playing, e.g. segment k > 0 of a long-form request: its first chunk does not take the
+first-chunk priority lane of CFM and HiFiGAN (stages/common/lanes.py). It changes no audio.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ SAMPLING = {CHATTERBOX: SamplingParams, TURBO: TurboSamplingParams}  # each fami
 # Base-model knobs a Turbo request may carry without effect: the reference's Turbo `generate` accepts
 # them and ignores them (it warns), so a client written for the base model keeps working.
 TURBO_IGNORED = ("cfg_weight", "exaggeration", "min_p")
+CONTINUATION = "continuation"  # the request parameter marking a continuation (no first-chunk priority)
 
 
 def check_voice(value: Any) -> str | None:
@@ -45,6 +49,7 @@ class RequestParams:
     sampling: SamplingParams | TurboSamplingParams  # the model family's; seed always resolved
     schedule: ChunkSchedule
     voice: str | None = None  # a stored voice's name; None (or DEFAULT_VOICE) = the checkpoint's own voice
+    continuation: bool = False  # continues a stream already playing: no first-chunk priority lane
 
     @property
     def seed(self) -> int:
@@ -64,7 +69,7 @@ def parse_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedu
     names = {f.name for f in fields(cls)}
     sched_names = {f.name for f in fields(ChunkSchedule)}
     ignored = set(TURBO_IGNORED) if model == TURBO else set()
-    unknown = sorted(set(params) - names - sched_names - ignored - {VOICE})
+    unknown = sorted(set(params) - names - sched_names - ignored - {VOICE, CONTINUATION})
     if unknown:
         other = [n for n in unknown if any(n in {f.name for f in fields(c)} for c in SAMPLING.values())]
         hint = f" (not a {model} parameter)" if other else ""
@@ -77,7 +82,17 @@ def parse_params(params: Mapping[str, Any] | None, default_schedule: ChunkSchedu
     sampling.validate()
     sampling = replace(sampling, seed=sampling.resolved_seed())
     schedule = ChunkSchedule.from_params(params, default_schedule or default_schedule_for(model))
-    return RequestParams(sampling, schedule, check_voice(params.get(VOICE)))
+    return RequestParams(sampling, schedule, check_voice(params.get(VOICE)), is_continuation(params))
+
+
+def is_continuation(params: Mapping[str, Any] | None) -> bool:
+    """The `continuation` parameter: absent/None -> False, else it must be a bool (ValueError names it)."""
+    value = (params or {}).get(CONTINUATION)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValueError(f"continuation must be true or false, got {value!r}")
+    return value
 
 
 def default_schedule_for(model: str | None) -> ChunkSchedule:

@@ -9,11 +9,14 @@ sentinel; a mismatch fails the request loudly. `run` is the process entry.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ipc import cuda_ipc
 from ipc.schema import Audio, End, Mel, Message, Request
 from stages.common.accounting import check_totals
 from stages.common.chain import ChainWorker, exact_batching, stage_capacity
@@ -63,6 +66,14 @@ class HiFiGANWorker(ChainWorker):
             out += self.work()
         assert sum(isinstance(m, End) for m in out) == 2 and len(self.table) == 0, out
 
+    def handle(self, msg: Message) -> list[Message]:
+        if isinstance(msg, Mel) and msg.cuda is not None:  # map and copy every handle, also of a request we drop
+            try:
+                msg = dataclasses.replace(msg, mel=cuda_ipc.receive(msg.cuda, self.hift.stft_window.device), cuda=None)
+            except Exception as e:
+                return [self.fail(msg.rid, e)] if msg.rid in self.table else []
+        return super().handle(msg)
+
     def start(self, req: Request):
         stream = new_vocoder_stream(self.hift, parse_params(req.params, self.default_schedule, self.model))
         return _Request(stream), []  # the coordinator knows the request from its own records
@@ -73,6 +84,8 @@ class HiFiGANWorker(ChainWorker):
         if msg.start != st.frames:
             raise RuntimeError(f"mel out of order: got start {msg.start}, expected {st.frames}")
         st.frames += msg.mel.shape[1]
+        if isinstance(msg.mel, torch.Tensor):  # received through CUDA IPC (handle): already our own copy
+            return [msg.mel]
         return [torch.from_numpy(msg.mel.copy())]  # [80, n]
 
     def end(self, msg: End, st: _Request) -> list[None]:

@@ -102,6 +102,8 @@ class T3Batch:
         self._by_rid: dict[str, int] = {}
         self._gone: set[int] = set()  # slots freed by cancel, compacted at the next step
         self.logits: torch.Tensor | None = None  # [n, rows, V] of the last forward (tests read it)
+        # The captured tick (stages/t3/graphs.py TickGraphs), attached on CUDA only: None = the eager tick.
+        self.graphs: Any = None
 
     # --- capacity and validation (cheap, no model compute) ------------------------------
     @property
@@ -254,6 +256,11 @@ class T3Batch:
         n = len(self.slots)
         if n == 0:
             return []
+        span = self._span(max(a.pos for a in self.slots) + 1)
+        if self.graphs is not None:  # replay the smallest captured bucket that fits (None: no bucket does)
+            events = self.graphs.tick(n, span)
+            if events is not None:
+                return events
         r = self.rows
         rows, padded = n * r, self._decode_rows(n * r)
         x = self.model.step_inputs(self.tokens[:n], self.draws[:n] - 1)  # [nR, 1, D]
@@ -261,7 +268,6 @@ class T3Batch:
         if padded > rows:  # padding rows: zero input at position 0, no cache, results unused
             x = torch.cat((x, x.new_zeros(padded - rows, 1, x.shape[-1])))
             positions = torch.cat((positions, positions.new_zeros(padded - rows, 1)))
-        span = self._span(max(a.pos for a in self.slots) + 1)
         visible = (self._arange[:span] <= positions[..., None]).unsqueeze(1)  # [padded, 1, 1, span]
         kc, vc = self.cache.rows(0, rows)
         try:
@@ -288,6 +294,10 @@ class T3Batch:
         self.seen[torch.arange(first, first + count, device=self.device), drawn] = True
         self.draws[sl] += 1
         ids = torch.where(finite, drawn, -1).tolist()  # the host sync: -1 flags non-finite logits
+        return self._drawn(first, ids)
+
+    def _drawn(self, first: int, ids: list[int]) -> list[Event]:
+        """Host side of a draw: ids (-1 = non-finite logits) of slots first.. -> events; finished requests leave."""
         events: list[Event] = []
         leaving: list[tuple[int, bool]] = []
         for i, tok in enumerate(ids):

@@ -11,6 +11,7 @@ from stages.t3.checkpoint import build_builtin_t3, load_t3
 from stages.t3.conds import T3Conditionals, builtin_t3_conditionals, load_t3_conditionals
 from stages.t3.config import T3Config
 from stages.t3.generate import new_t3_batch
+from stages.t3.graphs import attach_tick_graphs, graphs_wanted
 from stages.t3.prefix_cache import DEFAULT_PREFIX_CACHE_SIZE
 from stages.t3.text import TextTokenizer, encode_text
 from stages.t3.voices import VoiceResolver, VoiceTable
@@ -33,8 +34,11 @@ class T3Part:
 
 
 def load_t3_part(spec: ModelSpec, max_slots: int = 4, max_len: int | None = None,
-                 prefix_cache_size: int = DEFAULT_PREFIX_CACHE_SIZE) -> T3Part:
-    """The spec's T3 (Chatterbox or Turbo, by `spec.kind`) on the batched tick; max_len None = the family's default."""
+                 prefix_cache_size: int = DEFAULT_PREFIX_CACHE_SIZE, cuda_graphs: bool | None = None) -> T3Part:
+    """The spec's T3 (Chatterbox or Turbo, by `spec.kind`) on the batched tick; max_len None = the family's default.
+
+    cuda_graphs: capture the tick as CUDA graphs (stages/t3/graphs.py); None = on a CUDA device only (base model;
+    Turbo's tick runs uncaptured)."""
     if spec.turbo:
         from stages.t3.turbo_part import TURBO_MAX_LEN, load_turbo_t3_part
 
@@ -51,4 +55,6 @@ def load_t3_part(spec: ModelSpec, max_slots: int = 4, max_len: int | None = None
         tok, conds = TextTokenizer.from_file(d / TOKENIZER_FILE), load_t3_conditionals(d / CONDS_FILE, cfg)
     batch = new_t3_batch(model, cfg, max_slots=max_slots, max_len=max_len, device=spec.device,
                          dtype=spec.torch_dtype, prefix_cache_size=prefix_cache_size)
+    if graphs_wanted(spec.device, cuda_graphs):
+        attach_tick_graphs(batch)
     return T3Part(batch, tok, conds, cfg)

@@ -168,7 +168,9 @@ def make_worker(args: StageArgs) -> T3Worker:
     max_inflight = int(args.options.get("max_inflight", DEFAULT_MAX_INFLIGHT))
     max_queue = int(args.options.get("max_queue", DEFAULT_MAX_QUEUE))
     cache = int(args.options.get("prefix_cache_size", DEFAULT_PREFIX_CACHE_SIZE))
-    part = load_t3_part(spec, max_slots=max_inflight, prefix_cache_size=cache)
+    # None: captured ticks on CUDA, eager on a CPU; a CUDA-only option means nothing to a stage on a CPU
+    graphs = args.options.get("cuda_graphs") if str(args.device).startswith("cuda") else None
+    part = load_t3_part(spec, max_slots=max_inflight, prefix_cache_size=cache, cuda_graphs=graphs)
     # stored voices (the launcher passes the voices dir); without one only the checkpoint's voice
     voices = store_voices(part.conds, part.cfg, args.options.get("voices_dir"), args.options.get("voice_cache_size"))
     worker = T3Worker(part, max_inflight, max_queue, voices)

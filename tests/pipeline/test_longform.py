@@ -1,12 +1,13 @@
-"""Long-form synthesis: the runner's order, window and submission rule (a fake backend), then the real pipeline."""
+"""Front-end long-form synthesis: the runner's order, window and submission rule (a fake backend); its stitched
+stream in one process equals the coordinator's one request on the real pipeline."""
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.longform import (EngineBackend, Finished, PipelineBackend, Runner, Silence, Unit, plan_text,
-                               plan_units, stream_long, stream_plan, synthesize_long)
+from pipeline.longform import (EngineBackend, Finished, PipelineBackend, Runner, Silence, Unit, plan_text, stream_plan,
+                               synthesize_long)
 from pipeline.models import ModelSpec
 
 from .conftest import FAST
@@ -135,59 +136,7 @@ def test_bad_window():
         Runner(FakeBackend(), 0)
 
 
-# --- the real pipeline (built-in tiny model) ----------------------------------------------
-LONG = " ".join(f"Paragraph {i} says a few plain words, then stops here." for i in range(95))
-
-
-def test_a_5000_character_text_streams_with_exact_totals_and_pauses(tts):
-    assert len(LONG) >= 5000
-    params = {"seed": 5, "ignore_eos": True, "max_new_tokens": 2, **FAST}
-    plan = plan_text(ModelSpec(), LONG, params, sentence_silence=0.2)
-    assert len(plan.segments) > 50 and plan.pause_samples == 4800
-    chunks = list(stream_long(tts, LONG, sentence_silence=0.2, **params))
-    assert [c.start for c in chunks] == list(np.cumsum([0] + [c.pcm.size for c in chunks[:-1]]))
-    audio = np.concatenate([c.pcm for c in chunks])
-    n = len(plan.segments)
-    assert audio.size == plan.exact_samples == n * 2 * 960 + (n - 1) * 4800
-    offsets = plan.offsets([2 * 960] * n)
-    for k in range(n - 1):  # exactly 4800 zero samples between segments
-        assert not audio[offsets[k] + 1920:offsets[k + 1]].any()
-    for k in (0, n // 2, n - 1):  # and each segment is that segment's own request, bit for bit
-        seg = plan.segments[k]
-        solo = tts.synthesize(seg.text, **{**params, "seed": seg.seed})
-        assert audio[offsets[k]:offsets[k] + 1920].tobytes() == solo.tobytes()
-
-
-def test_the_next_segment_is_in_t3_while_the_previous_is_still_in_hifigan(tts):
-    """Ordering from the stages' own end timestamps; one after another (window 1) for contrast."""
-    text = "The first sentence is about here. The second sentence follows it closely."
-    params = {"seed": 3, "ignore_eos": True, "max_new_tokens": 100, "n_timesteps": 10}
-    plan = plan_text(ModelSpec(), text, params)
-    assert len(plan.segments) == 2
-    first_audio = {}
-
-    class Stamped(PipelineBackend):
-        def run(self, text, params, emit):
-            import time
-
-            def stamp(pcm):
-                first_audio.setdefault(params["seed"], time.time())
-                emit(pcm)
-            return super().run(text, params, stamp)
-
-    def ends(window):
-        first_audio.clear()
-        r = Runner(Stamped(tts), window)
-        for u in plan_units(plan):
-            r.add(u)
-        r.close_input()
-        return [i.stats for i in r.results() if isinstance(i, Finished)]
-
-    a, b = ends(4)
-    assert first_audio[plan.segments[0].seed] < b["end_ts.t3"]  # audio flows before the next segment is done in T3
-    assert b["end_ts.t3"] < a["end_ts.hifigan"]  # segment 2 left T3 before segment 1 left HiFiGAN: pipelined
-    a, b = ends(1)
-    assert a["end_ts.hifigan"] < b["end_ts.t3"]
+# --- the real pipeline (built-in tiny model; the coordinator's long-form path: test_longform_coord.py) ----
 
 
 def test_same_seed_same_audio_in_one_process_and_three(tts):
@@ -195,18 +144,15 @@ def test_same_seed_same_audio_in_one_process_and_three(tts):
     params = {"seed": 21, "ignore_eos": True, "max_new_tokens": 6, **FAST}
     plan = plan_text(ModelSpec(), text, params, sentence_silence=0.05)
     assert len(plan.segments) >= 3
-    torch.set_num_threads(1)  # the stage processes run 1 thread each
     from pipeline.sequential import Engine
 
-    seq = np.concatenate([c.pcm for c in stream_plan(EngineBackend(Engine(ModelSpec())), plan)])
-    mp = synthesize_long(tts, text, sentence_silence=0.05, **params)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the stage processes run 1 thread each
+    try:
+        seq = np.concatenate([c.pcm for c in stream_plan(EngineBackend(Engine(ModelSpec())), plan)])
+    finally:
+        torch.set_num_threads(threads)  # later test modules compute in this process with its own thread count
+    mp = synthesize_long(tts, text, sentence_silence=0.05, **params)  # one request, segmented by the coordinator
     assert mp.size == plan.exact_samples and mp.tobytes() == seq.tobytes()
-
-
-def test_bad_input_fails_before_any_audio(tts):
-    with pytest.raises(ValueError, match="text is empty"):
-        stream_long(tts, "   ")
-    with pytest.raises(ValueError, match="sentence_silence"):
-        stream_long(tts, "Hi.", sentence_silence=-1)
-    with pytest.raises(ValueError, match="top_p"):
-        stream_long(tts, "Hi.", top_p=2.0)
+    front = np.concatenate([c.pcm for c in stream_plan(PipelineBackend(tts), plan)])  # segments as separate requests
+    assert front.tobytes() == mp.tobytes()

@@ -25,9 +25,13 @@ def reference(text: str) -> bytes:
     from pipeline.models import ModelSpec
     from pipeline.sequential import Engine
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    params = {"ignore_eos": True, "max_new_tokens": 3, "seed": 4, "n_timesteps": 2}
-    return b"".join(to_int16(c.pcm.numpy()).tobytes() for c in Engine(ModelSpec()).stream(text, params))
+    try:
+        params = {"ignore_eos": True, "max_new_tokens": 3, "seed": 4, "n_timesteps": 2}
+        return b"".join(to_int16(c.pcm.numpy()).tobytes() for c in Engine(ModelSpec()).stream(text, params))
+    finally:
+        torch.set_num_threads(threads)  # later test modules compute in this process with its own thread count
 
 
 def read_exactly(fd, n, deadline):
@@ -135,3 +139,35 @@ def test_output_and_input_errors_come_before_anything_starts(tmp_path, args, mes
                        capture_output=True, timeout=60, cwd=tmp_path)
     assert r.returncode != 0 and r.stdout == b"" and message in r.stderr.decode()
     assert "loading" not in r.stderr.decode() and not list(tmp_path.iterdir())
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_progress_bar_over_the_segments_on_a_terminal_and_nothing_with_quiet(monkeypatch, quiet):
+    import sys
+
+    from pipeline.longform import Audio, Finished, Unit
+    from pipeline.say import Feedback
+
+    err = Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    logged = []
+    feedback = Feedback(logged.append, quiet=quiet)
+    feedback.planned(5)  # one long-form line of 5 segments, run as one request
+    unit = Unit(0, 0, 1, "x" * 40, {}, segments=5)
+    feedback.item(Audio(unit, np.zeros(24_000, np.float32)), None)
+    feedback.item(Finished(unit, 24_000, submit_t=10.0, first_t=10.5, end_t=12.0, stats={}), 1)
+    if quiet:
+        feedback.close()
+        assert feedback.bar is None and err.getvalue() == "" and logged == []
+        return
+    assert feedback.bar.n == feedback.bar.total == 5
+    feedback.close()
+    out = err.getvalue()
+    assert "0/5" in out and "seg" in out  # the bar, drawn on the terminal
+    assert "[1/1] 40 chars in 5 segment(s): first audio after 0.50 s, 1.00 s of audio in 2.00 s (RTF 2.00)" in out
+    assert logged == []  # on a terminal the lines go above the bar, not through the plain log

@@ -129,3 +129,15 @@ def test_turbo_budget_counts_bytes_and_keeps_under_its_training_caps():
     seg = segment_text(text, tb, utf8_bytes)
     assert all(len(s.text) <= 350 and s.text_tokens <= 402 and s.expected_speech_tokens <= 604 for s in seg.segments)
     assert len(seg.segments) > 1 and re.fullmatch(r".*\.", seg.texts[0])
+
+
+def test_a_long_line_goes_to_pysbd_in_blocks_without_moving_a_boundary(monkeypatch):
+    import pipeline.text.segment as segment
+
+    line = " ".join(f"Part {i} ends here. Dr. Smith met Mr. J. R. Jones at 3.5 p.m. on the U.S. coast, e.g. in Maine. "
+                    f"\"Quoted,\" she said. (Aside.) Then {i} more." for i in range(45))
+    assert len(line) > 3 * segment.PYSBD_BLOCK_CHARS and len(segment._blocks(line)) >= 3
+    blocked = segment_text(line, BASE, COUNT)
+    monkeypatch.setattr(segment, "PYSBD_BLOCK_CHARS", 10 ** 9)  # pysbd on the whole line at once
+    assert segment._blocks(line) == []
+    assert segment_text(line, BASE, COUNT) == blocked
