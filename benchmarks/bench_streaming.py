@@ -6,7 +6,9 @@ jump ratio (largest jump at chunk joins / largest jump inside chunks), the compu
 second of audio (re-run overhead against offline) and the compute until the first audio
 chunk when every token is already there (the CFM+vocoder share of time to first audio).
 
-Usage: python benchmarks/bench_streaming.py [--preset tiny|small] [--tokens 100] [--prompt-tokens 157]
+Usage: python benchmarks/bench_streaming.py [--preset tiny|small|turbo-tiny|turbo-small] [--tokens 100] [--prompt-tokens N]
+(Turbo presets: the meanflow decoder in its default 2 steps, the 3 silence tokens appended as its
+`generate` does, a 250-token / 500-frame prompt like the released Turbo voice.)
 Prints a markdown table on stdout. Random weights: fidelity figures measure the engine's
 plumbing and approximations, not perceptual quality.
 """
@@ -46,13 +48,14 @@ def realistic_prompt(engine: Engine, n_tokens: int) -> FlowConditionals:
 
 def offline(engine: Engine, tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor, float]:
     t0 = time.perf_counter()
-    mel = engine.cfm.flow.infer(torch.tensor([tokens]), engine.cfm.conds, cfm_noise(SEED))[0]
+    speech = torch.tensor([tokens + list(engine.cfm.tail_tokens)])  # Turbo: + the 3 silence tokens
+    mel = engine.cfm.flow.infer(speech, engine.cfm.conds, cfm_noise(SEED), n_timesteps=engine.schedule.n_timesteps)[0]
     wav = apply_trim_fade(engine.hift.inference(mel[None].float(), vocoder_generator(engine.hift, SEED))[0][0])
     return mel, wav, time.perf_counter() - t0
 
 
 def streamed(engine: Engine, tokens: list[int], params: dict) -> dict:
-    req = parse_params({"seed": SEED, **params})
+    req = parse_params({"seed": SEED, **params}, model=engine.model)
     cfm = new_cfm_stream(engine.cfm, req)
     mels = [c.mel for c in cfm.push(tokens)] + [c.mel for c in cfm.finish()]
     t0 = time.perf_counter()
@@ -83,34 +86,42 @@ def snr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="small", choices=["tiny", "small"])
+    ap.add_argument("--preset", default="small", choices=["tiny", "small", "turbo-tiny", "turbo-small"])
     ap.add_argument("--tokens", type=int, default=100, help="speech tokens per utterance (25 = 1 s)")
-    ap.add_argument("--prompt-tokens", type=int, default=157, help="voice prompt length (157 = the built-in Chatterbox voice)")
+    ap.add_argument("--prompt-tokens", type=int, default=None,
+                    help="voice prompt length (default 157 = the built-in Chatterbox voice; Turbo 250 = its released voice)")
+    ap.add_argument("--rows", choices=["all", "prompt"], default="all", help="prompt: only the prompt-window and first-chunk rows")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine(ModelSpec(preset=args.preset))
+    turbo = engine.model == "turbo"
+    args.prompt_tokens = args.prompt_tokens or (250 if turbo else 157)
     engine.cfm.conds = realistic_prompt(engine, args.prompt_tokens)
     tokens = torch.randint(0, 6561, (args.tokens,), generator=torch.Generator().manual_seed(7)).tolist()
-    audio_s = args.tokens * 0.04
+    audio_s = (args.tokens + len(engine.cfm.tail_tokens)) * 0.04  # Turbo: the silence tail is audio too
     ref_mel, ref_wav, off_s = offline(engine, tokens)
 
     rows = [("default", {})]
-    rows += [(f"first_chunk_tokens={v}", {"first_chunk_tokens": v}) for v in (1, 2, 8, 16, 25)]
-    rows += [(f"extra_lookahead_tokens={v}", {"extra_lookahead_tokens": v}) for v in (2, 5, 10)]
-    rows += [(f"left_context_tokens={v}", {"left_context_tokens": v}) for v in (0, 8, 16, "all")]
-    rows += [(f"prompt_tokens={v}", {"prompt_tokens": v}) for v in ("all", 100, 20, 0)]
-    rows += [(f"vocoder_lookahead_frames={v}", {"vocoder_lookahead_frames": v}) for v in (4, 8)]
+    if args.rows == "all":
+        rows += [(f"first_chunk_tokens={v}", {"first_chunk_tokens": v}) for v in (1, 2, 8, 16, 25)]
+        rows += [(f"extra_lookahead_tokens={v}", {"extra_lookahead_tokens": v}) for v in (2, 5, 10)]
+        rows += [(f"left_context_tokens={v}", {"left_context_tokens": v}) for v in (0, 8, 16, "all")]
+    else:
+        rows += [(f"first_chunk_tokens={v}", {"first_chunk_tokens": v}) for v in (2, 8)]
+    rows += [(f"prompt_tokens={v}", {"prompt_tokens": v}) for v in (("all", 150, 100, 25, 0) if turbo else ("all", 100, 20, 0))]
+    if args.rows == "all":
+        rows += [(f"vocoder_lookahead_frames={v}", {"vocoder_lookahead_frames": v}) for v in (4, 8)]
 
     streamed(engine, tokens, {})  # warm-up: the first calls pay one-off allocation costs
-    print(f"Streaming fidelity, preset `{args.preset}`, {args.tokens} tokens ({audio_s:.1f} s), prompt {args.prompt_tokens} tokens, "
+    print(f"Streaming fidelity, preset `{args.preset}` ({engine.model}, {engine.schedule.n_timesteps} solver steps), {args.tokens} tokens ({audio_s:.1f} s), prompt {args.prompt_tokens} tokens, "
           f"{args.threads} torch thread(s), torch {torch.__version__}, CPU. Offline synthesis: {off_s:.2f} s.\n")
     print("| setting | log-mel mean abs diff | mel rel L2 | wav SNR (dB) | seam ratio | chunks | compute / audio s | vs offline | first audio (s) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, params in rows:
         r = streamed(engine, tokens, params)
         wav = torch.cat([c.pcm for c in r["chunks"]])
-        assert wav.numel() == ref_wav.numel() == 960 * args.tokens
+        assert wav.numel() == ref_wav.numel() == 960 * (args.tokens + len(engine.cfm.tail_tokens))
         mad = float((r["mel"] - ref_mel).abs().mean())
         rel = float((r["mel"] - ref_mel).norm() / ref_mel.norm())
         print(f"| {name} | {mad:.4f} | {rel:.4f} | {snr_db(ref_wav, wav):.1f} | {seam_ratio(r['chunks']):.2f} | {len(r['chunks'])} | "

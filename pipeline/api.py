@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -62,7 +62,9 @@ class Pipeline:
         self.close()
 
     def start(self) -> None:
-        self.config.model.check()
+        spec = self.config.model.check().resolved()  # the model family is detected once, here
+        if spec != self.config.model:
+            self.config = replace(self.config, model=spec)
         self.config.check()  # ConfigError (a ValueError) names the setting
         warn_if_builtin(self.config.model)
         self.sockets = SocketFactory()

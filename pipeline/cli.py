@@ -54,10 +54,13 @@ def _flag(option: str) -> str:
 
 def model_options(f):
     for opt in reversed([
-        click.option("--checkpoint", type=click.Path(file_okay=False), help="Directory with t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, conds.pt."),
+        click.option("--checkpoint", type=click.Path(file_okay=False), help="Checkpoint directory: Chatterbox's (t3_cfg.safetensors, s3gen.safetensors, tokenizer.json, conds.pt) or Turbo's (t3_turbo_v1.safetensors, s3gen_meanflow.safetensors, ve.safetensors, conds.pt, GPT-2 tokenizer files); detected."),
         click.option("--hf-repo", help="Download the checkpoint from this Hugging Face repo (needs the `hf` extra and network)."),
-        click.option("--preset", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "chatterbox"]),
-                     help="Sizes of the built-in random-weight model (ignored with --checkpoint)."),
+        click.option("--preset", default="tiny", show_default=True,
+                     type=click.Choice(["tiny", "small", "chatterbox", "turbo-tiny", "turbo-small", "turbo"]),
+                     help="Sizes of the built-in random-weight model (ignored with --checkpoint); turbo* = Chatterbox Turbo."),
+        click.option("--model", type=click.Choice(["chatterbox", "turbo"]), default=None,
+                     help="Which model a --checkpoint directory holding both layouts runs (otherwise detected)."),
         click.option("--device", default="cpu", show_default=True, callback=_device_option,
                      help="torch device for every stage: cpu, cuda (the current CUDA device) or cuda:N."),
         click.option("--t3-device", callback=_device_option, help="Override --device for T3."),
@@ -92,7 +95,8 @@ PARAM_OPTIONS = [
     ("--exaggeration", float, "Emotion exaggeration (default 0.5; a stored voice's own with --voice/--voice-file)."),
     ("--voice", str, "A stored voice (`tts-pipeline voice add NAME ref.wav`); default: the model's own voice."),
     ("--min-p", float, "Min-p filter (default 0.05)."),
-    ("--top-p", float, "Top-p filter (default 1.0 = off)."),
+    ("--top-p", float, "Top-p filter (default 1.0 = off; Turbo 0.95)."),
+    ("--top-k", int, "Turbo only: top-k filter (default 1000; 0 = off)."),
     ("--repetition-penalty", float, "Repetition penalty (default 1.2)."),
     ("--max-new-tokens", int, "Speech token cap (default: proportional to the text)."),
     ("--first-chunk-tokens", int, "Tokens in the first audio chunk (default 4)."),
@@ -101,7 +105,7 @@ PARAM_OPTIONS = [
     ("--extra-lookahead-tokens", int, "Right context beyond the 3 required tokens (default 0)."),
     ("--left-context-tokens", str, "Re-run left context in tokens, or 'all' (default 32)."),
     ("--prompt-tokens", str, "Voice-prompt tokens per flow call, or 'all' (default 50)."),
-    ("--n-timesteps", int, "Flow solver steps (default 10)."),
+    ("--n-timesteps", int, "Flow solver steps (default 10; Turbo 2)."),
     ("--first-chunk-timesteps", int, "Flow solver steps of the first chunk only (default: --n-timesteps)."),
     ("--vocoder-lookahead-frames", str, "Frames the vocoder holds back, or 'exact' (default exact)."),
 ]
@@ -139,7 +143,8 @@ def build_config(kw: dict[str, Any]):
         if checkpoint:
             raise click.UsageError("give --checkpoint or --hf-repo, not both")
         checkpoint = download_checkpoint(hf_repo)
-    spec = ModelSpec(checkpoint=checkpoint, preset=kw.pop("preset"), device=kw.pop("device"), dtype=kw.pop("dtype"))
+    spec = ModelSpec(checkpoint=checkpoint, preset=kw.pop("preset"), device=kw.pop("device"), dtype=kw.pop("dtype"),
+                     model=kw.pop("model", None))
     devices = {s: d for s in ("t3", "cfm", "hifigan") if (d := kw.pop(f"{s}_device"))}
     t3_threads = kw.pop("t3_threads")
     options = gpu_stage_options(kw.pop("cuda_graphs", None), spec.device, devices, kw.pop("cuda_ipc", False))
@@ -165,10 +170,19 @@ def check_params(params: dict[str, Any], model) -> dict[str, Any]:
     from pipeline.launcher import max_new_tokens_limit
     from stages.common.params import parse_params
 
-    try:
-        parse_params(params)
-    except ValueError as e:
-        text = str(e)
+    try:  # the model's parameter family; remote (model None): the server knows its model, so either family
+        kinds = [model.kind] if model is not None else ["chatterbox", "turbo"]
+    except Exception:  # an undetectable checkpoint: start-up names it
+        kinds = ["chatterbox"]
+    errors = []
+    for kind in kinds:
+        try:
+            parse_params(params, model=kind)
+            break
+        except ValueError as e:
+            errors.append(e)
+    else:
+        text = str(errors[0])
         field = text.split(" ", 1)[0]
         raise click.BadParameter(text, param_hint=_flag(field) if field in params else None) from None
     limit = max_new_tokens_limit(model) if model is not None else None  # remote: the server checks its own model
@@ -197,14 +211,17 @@ def gpu_stage_options(cuda_graphs: bool | None, device: str, devices: dict[str, 
 
 
 def download_checkpoint(repo: str) -> str:
-    from pipeline.models import REQUIRED_FILES
+    from pipeline.layout import CHATTERBOX_FILES, TURBO_FILES
+
+    # both layouts' files (a repo holds one of them; detection then picks it), Turbo's optional tokenizer files too
+    patterns = sorted({*CHATTERBOX_FILES, *TURBO_FILES, "special_tokens_map.json", "tokenizer_config.json"})
 
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         fail("--hf-repo needs huggingface_hub: pip install '.[hf]' (or download the files and use --checkpoint DIR)")
     try:
-        return snapshot_download(repo_id=repo, allow_patterns=list(REQUIRED_FILES))
+        return snapshot_download(repo_id=repo, allow_patterns=patterns)
     except Exception as e:
         fail(f"could not download {repo}: {type(e).__name__}: {e}")
 
@@ -282,7 +299,7 @@ def say(text, text_file, fmt, output_file, sentence_silence, sequential, connect
                       voices_dir=kw["voices_dir"])
     if connect:
         opts.mode, opts.connect, opts.pub = "remote", connect, pub
-        opts.model = ModelSpec(checkpoint=kw["checkpoint"], preset=kw["preset"])  # whose tokenizer segments the text
+        opts.model = ModelSpec(checkpoint=kw["checkpoint"], preset=kw["preset"], model=kw.get("model"))  # whose tokenizer segments the text
     else:
         opts.mode = "sequential" if sequential else "local"
         opts.config = build_config(kw)
@@ -424,12 +441,15 @@ def supervision_info(config) -> dict[str, Any]:
 def info(**kw) -> None:
     """JSON describing the model, sample rate, formats and endpoints (on stdout)."""
     from ipc.schema import KINDS, PROTOCOL_VERSION
-    from stages.cfm.schedule import ChunkSchedule
 
     config = build_config(kw)
     spec = config.model
+    try:
+        kind = spec.kind
+    except Exception as e:  # an undetectable or ambiguous directory: say why, non-zero
+        fail(str(e))
     out = {
-        "model": {"checkpoint": str(spec.checkpoint) if spec.checkpoint else None, "builtin": spec.builtin,
+        "model": {"name": kind, "checkpoint": str(spec.checkpoint) if spec.checkpoint else None, "builtin": spec.builtin,
                   "preset": None if spec.checkpoint else spec.preset, "description": spec.describe(),
                   "dtype": spec.dtype, "devices": {s: config.device(s) for s in ("t3", "cfm", "hifigan")}},
         "sample_rate": SAMPLE_RATE,
@@ -437,7 +457,7 @@ def info(**kw) -> None:
         "samples_per_token": 960,
         "formats": list(FORMATS),
         "output_files": list(SUFFIXES),
-        "schedule_defaults": ChunkSchedule().to_dict(),
+        "schedule_defaults": config.schedule.to_dict(),  # the model family's (Turbo: 2 solver steps)
         "endpoints": {"transport": config.transport,
                       "requests": "ROUTER (DEALER clients send `request`, get `accepted` or `error`)",
                       "pub": "XPUB (topic = request id + NUL byte; `welcome` on subscribe)",

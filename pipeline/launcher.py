@@ -21,7 +21,7 @@ from ipc.endpoints import Endpoints
 from ipc.schema import Error, ProtocolError, Ready
 from ipc.sockets import SocketFactory
 from pipeline.models import ModelSpec
-from stages.cfm.schedule import ChunkSchedule
+from stages.cfm.schedule import ChunkSchedule, default_schedule
 from stages.common.chain import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE
 from stages.common.process import StageArgs
 
@@ -73,6 +73,13 @@ def max_new_tokens_limit(model: ModelSpec) -> int:
     from stages.t3.batch import DEFAULT_MAX_LEN
     from stages.t3.config import T3Config
 
+    if model.turbo:  # Turbo: the reference's 1001 samples and the room a 375-token voice prompt leaves
+        from stages.t3.turbo_config import TurboT3Config
+        from stages.t3.turbo_sampling import TURBO_MAX_SAMPLES
+        from stages.t3.turbo_tick import TURBO_MAX_LEN
+
+        tcfg = TurboT3Config.from_checkpoint_dir(model.checkpoint) if model.checkpoint else TurboT3Config.from_name(model.preset)
+        return min(TURBO_MAX_SAMPLES, min(TURBO_MAX_LEN, tcfg.n_positions) - tcfg.prefill_len(1) + 1)
     cfg = T3Config.from_checkpoint_dir(model.checkpoint) if model.checkpoint else T3Config.from_name(model.preset)
     # the last draw is never fed back (stages/t3/batch.py), hence the + 1
     return min(cfg.max_speech_tokens, DEFAULT_MAX_LEN - cfg.prefill_len(1) + 1)
@@ -86,7 +93,7 @@ def default_threads_per_stage() -> int:
 @dataclass(frozen=True)
 class PipelineConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
-    schedule: ChunkSchedule = field(default_factory=ChunkSchedule)
+    schedule: ChunkSchedule | None = None  # None = the model family's defaults (stages/cfm/schedule.py)
     devices: dict[str, str] = field(default_factory=dict)  # per-stage device overrides of model.device
     threads: int = 0  # torch threads per stage process; 0 = cores / 3
     stage_thread_counts: dict[str, int] = field(default_factory=dict)  # per-stage overrides of `threads`
@@ -99,6 +106,19 @@ class PipelineConfig:
     stage_options: dict = field(default_factory=dict)  # extra StageArgs.options for every stage (cuda_graphs: docs/gpu.md)
     restart_budget: int = 5  # restarts of the stages allowed within restart_window_s, then the pipeline gives up
     restart_window_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", default_schedule(self.model_kind))
+
+    @property
+    def model_kind(self) -> str:
+        """"chatterbox" or "turbo"; a checkpoint that cannot be detected counts as chatterbox here (the start
+        fails on it anyway, with the reason, in ModelSpec.check)."""
+        try:
+            return self.model.kind
+        except Exception:
+            return "chatterbox"
 
     def voices_root(self):
         """The voices folder as a Path (pipeline.voices.default_voices_dir() when unset)."""

@@ -90,6 +90,13 @@ class Planner:
                 self._budget = for_model(self.model_spec or ModelSpec())
             return self._budget
 
+    def model_kind(self) -> str | None:
+        """"chatterbox" / "turbo" of the spec (None: the base model's, also for a spec it cannot tell)."""
+        try:
+            return self.model_spec.kind if self.model_spec is not None else None
+        except Exception:
+            return None
+
     def prepare(self, text: str, params: Mapping[str, Any] | None, schedule=None) -> tuple[LongFormPlan | None, dict]:
         """(the plan, or None for an ordinary request; the resolved parameters the request is accepted with).
 
@@ -98,7 +105,7 @@ class Planner:
         derive from, and the long-form keys. ValueError for bad input, before any work.
         """
         synth, mode, silence = split_params(params)
-        resolved = resolve_params(synth, schedule)
+        resolved = resolve_params(synth, schedule, self.model_kind())  # the model family's parameters
         if mode is False:
             return None, resolved
         budget, count = self.budget()

@@ -188,6 +188,14 @@ def open_backend(o: SayOptions, log: Log) -> Iterator[Any]:
 
 
 # --- the command ---------------------------------------------------------------------------
+def _model_kind(spec) -> str | None:
+    """The model family whose parameters apply (None = chatterbox); an undetectable checkpoint fails later, named."""
+    try:
+        return spec.kind if spec is not None else None
+    except Exception:
+        return None
+
+
 def run_say(o: SayOptions, log: Log) -> None:
     """Validate everything that can be validated, then synthesize and write; SayError on failure."""
     from stages.common.params import resolve_params
@@ -199,7 +207,7 @@ def run_say(o: SayOptions, log: Log) -> None:
     try:
         out: OutputSpec = resolve_output(o.fmt, o.output_file, o.stdout)
         pause = pause_samples(o.sentence_silence)
-        resolve_params(o.params)  # bad values fail before anything starts
+        resolve_params(o.params, model=_model_kind(o.model))  # bad values fail before anything starts
         if o.config is not None:
             o.config.model.check()
         resolve_voice(o, log)

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from stages.cfm.part import CFMPart, cfm_noise, load_cfm_part, new_cfm_stream
-from stages.cfm.schedule import ChunkSchedule
+from stages.cfm.schedule import ChunkSchedule, default_schedule
 from stages.common.accounting import check_totals
 from stages.common.params import RequestParams, parse_params
 from stages.common.spec import ModelSpec
@@ -30,13 +30,14 @@ class Engine:
     def __init__(self, spec: ModelSpec, schedule: ChunkSchedule | None = None, voices: VoiceResolver | None = None,
                  voices_dir=None):
         """`voices_dir`: the voice store requests name voices from (as the stage processes resolve them)."""
-        self.spec = spec.check()
-        self.schedule = schedule or ChunkSchedule()
-        self.t3: T3Part = load_t3_part(spec, max_slots=1)
+        self.spec = spec.check().resolved()
+        self.model = self.spec.kind  # "chatterbox" or "turbo": which request parameters and defaults apply
+        self.schedule = schedule or default_schedule(self.model)
+        self.t3: T3Part = load_t3_part(self.spec, max_slots=1)
         self.voices = voices if voices is not None else store_voices(self.t3.conds, self.t3.cfg, voices_dir)
-        self.cfm: CFMPart = load_cfm_part(spec)
-        self.cfm_voices = cfm_store_voices(self.cfm.conds, self.cfm.flow.cfg, spec.device, voices_dir)
-        self.hift = load_hifigan_part(spec)
+        self.cfm: CFMPart = load_cfm_part(self.spec)
+        self.cfm_voices = cfm_store_voices(self.cfm.conds, self.cfm.flow.cfg, self.spec.device, voices_dir)
+        self.hift = load_hifigan_part(self.spec)
 
     def text_ids(self, text: str) -> list[int]:
         return self.t3.encode(text)
@@ -51,7 +52,7 @@ class Engine:
 
     def stream(self, text: str, params: Mapping[str, Any] | None = None) -> Iterator[AudioChunk]:
         """Synthesize `text`, yielding audio chunks as soon as they are final."""
-        req = parse_params(params, self.schedule)
+        req = parse_params(params, self.schedule, self.model)
         self.cfm_voices.resolve(req.voice)  # both stages' parts of the voice load before any audio
         tokens = self.start_t3(text, req, params)
         try:
@@ -61,7 +62,7 @@ class Engine:
 
     def tokens(self, text: str, params: Mapping[str, Any] | None = None) -> list[int]:
         """T3 alone: the valid speech tokens for `text` (for offline synthesis and tests)."""
-        return list(self.start_t3(text, parse_params(params, self.schedule), params))
+        return list(self.start_t3(text, parse_params(params, self.schedule, self.model), params))
 
 
 def stream_tokens(engine: Engine, req: RequestParams, tokens: Iterator[int] | Sequence[int]) -> Iterator[AudioChunk]:
@@ -88,10 +89,11 @@ def stream_tokens(engine: Engine, req: RequestParams, tokens: Iterator[int] | Se
 def offline_synthesize(engine: Engine, tokens: Sequence[int], seed: int, n_timesteps: int | None = None) -> torch.Tensor:
     """Whole-utterance tokens -> waveform [960 * valid tokens]: the reference's path with the request's noise.
 
-    Invalid ids (>= 6561) are dropped first. Uses the same per-request noise source and
+    Invalid ids (>= 6561) are dropped first; the model's tail tokens are appended (Turbo: the 3
+    silence tokens of its `generate`, so 960 (n + 3) samples). Uses the same per-request noise source and
     vocoder generator as streaming, so the two are directly comparable.
     """
-    valid = [int(t) for t in tokens if 0 <= int(t) < 6561]
+    valid = [int(t) for t in tokens if 0 <= int(t) < 6561] + list(engine.cfm.tail_tokens)
     if not valid:
         return torch.zeros(0)
     n_timesteps = n_timesteps or engine.schedule.n_timesteps

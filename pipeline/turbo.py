@@ -1,8 +1,9 @@
 """Chatterbox Turbo: each stage's part of the model (checkpoint or built-in) and the offline generate path.
 
-Per-stage loaders mirror pipeline/models.py, so a stage process reads only its part:
-T3: t3_turbo_v1.safetensors, the GPT-2 tokenizer files, conds.pt "t3"; CFM:
-s3gen_meanflow.safetensors flow.*, conds.pt "gen"; HiFiGAN: s3gen_meanflow.safetensors mel2wav.*.
+Each stage's loader lives in its own package (the pipeline's stage processes call them by
+`ModelSpec.kind`): T3 stages/t3/turbo_part.py (t3_turbo_v1.safetensors, the GPT-2 tokenizer
+files, conds.pt "t3"), CFM stages/cfm/part.py `load_meanflow_part` (s3gen_meanflow.safetensors
+flow.*, conds.pt "gen"), HiFiGAN stages/hifigan/part.py `load_turbo_hift` (mel2wav.*).
 `TurboEngine` runs the whole reference pipeline in one process, not streamed: text -> punc_norm ->
 tokens -> T3 -> tokens < 6561 + 3 silence tokens -> meanflow flow (2 steps) -> HiFT -> trim fade;
 (n + 3) * 960 samples for n valid tokens.
@@ -17,15 +18,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from pipeline.layout import TURBO, detect_model
 from stages.cfm.part import CFMPart, cfm_noise
+from stages.common.layout import TURBO, detect_model
 from stages.common.spec import DTYPES, ModelSpec
 from stages.hifigan.part import vocoder_generator
 from stages.common.weights import read_checkpoint, schema_from_module
 
-T3_PRESETS_TO_HIFT = {"turbo": "chatterbox", "turbo-small": "small", "turbo-tiny": "tiny"}  # same vocoder as base
-TURBO_PRESETS = tuple(T3_PRESETS_TO_HIFT)
-BUILTIN_FLOW_PROMPT_TOKENS = 250  # the released Turbo voice's decoder prompt (10 s, 500 mel frames)
+TURBO_PRESETS = ("turbo", "turbo-small", "turbo-tiny")
 VE_FILE, CONDS_FILE = "ve.safetensors", "conds.pt"
 # VoiceEncoder (ve.safetensors, the same network as the base model's): 40-mel LSTM -> 256-d embedding.
 VE_MELS, VE_LAYERS, VE_EMBED, VE_HIDDEN = 40, 3, 256, 256
@@ -68,7 +67,7 @@ def check_voice_encoder_file(directory: str | Path) -> None:
     read_checkpoint(d / VE_FILE, voice_encoder_schema(int(hidden)))
 
 
-# --- T3 -------------------------------------------------------------------------------------------
+# --- the parts (each stage's own loader; the offline T3 keeps the solo session of turbo_generate) ---------
 @dataclass
 class TurboT3Part:
     generator: object  # stages.t3.turbo_generate.TurboT3Generator
@@ -77,59 +76,30 @@ class TurboT3Part:
 
 
 def load_turbo_t3_part(spec: ModelSpec, max_slots: int = 4) -> TurboT3Part:
-    from stages.t3.turbo_checkpoint import T3_TURBO_FILE, build_builtin_turbo_t3, load_turbo_t3
-    from stages.t3.turbo_conds import builtin_turbo_t3_conditionals, load_turbo_t3_conditionals
-    from stages.t3.turbo_config import TurboT3Config
+    """The offline path's T3: the solo `TurboT3Generator` (the T3 stage serves Turbo on the batched tick,
+    stages/t3/turbo_part.py; both read the same files through `load_turbo_model`)."""
     from stages.t3.turbo_generate import TurboT3Generator
-    from stages.t3.turbo_text import TurboTokenizer
+    from stages.t3.turbo_part import load_turbo_model
 
-    if spec.builtin:
-        cfg = TurboT3Config.from_name(_check_preset(spec))
-        model, tok, conds = build_builtin_turbo_t3(cfg), TurboTokenizer.builtin(), builtin_turbo_t3_conditionals(cfg)
-    else:
-        d = Path(spec.checkpoint)
-        detect_model(d, TURBO)
-        cfg = TurboT3Config.from_checkpoint_dir(d)
-        model = load_turbo_t3(d / T3_TURBO_FILE, cfg)
-        tok, conds = TurboTokenizer.from_dir(d), load_turbo_t3_conditionals(d / CONDS_FILE, cfg)
+    _check_preset(spec)
+    model, cfg, tok, conds = load_turbo_model(spec)
     gen = TurboT3Generator(model, cfg, max_slots=max_slots, device=spec.device, dtype=DTYPES[spec.dtype])
     return TurboT3Part(gen, tok, conds)
 
 
-# --- CFM and HiFiGAN ---------------------------------------------------------------------------------
 def load_turbo_cfm_part(spec: ModelSpec) -> CFMPart:
-    from stages.cfm.conds import builtin_flow_conditionals, load_flow_conditionals
-    from stages.cfm.meanflow import (S3GEN_MEANFLOW_FILE, build_builtin_meanflow_flow, load_meanflow_flow,
-                                     meanflow_config, meanflow_config_from_checkpoint_dir)
+    from stages.cfm.part import load_meanflow_part
 
-    if spec.builtin:
-        cfg = meanflow_config(_check_preset(spec))
-        flow, conds = build_builtin_meanflow_flow(cfg), builtin_flow_conditionals(cfg, BUILTIN_FLOW_PROMPT_TOKENS)
-    else:
-        d = Path(spec.checkpoint)
-        detect_model(d, TURBO)
-        cfg = meanflow_config_from_checkpoint_dir(d)
-        flow, conds = load_meanflow_flow(d / S3GEN_MEANFLOW_FILE, cfg), load_flow_conditionals(d / CONDS_FILE, cfg)
-    flow = flow.to(spec.device, DTYPES[spec.dtype]).eval()
-    return CFMPart(flow, conds.to(spec.device))
+    _check_preset(spec)
+    return load_meanflow_part(spec)
 
 
 def load_turbo_hifigan_part(spec: ModelSpec):
     """-> stages.hifigan.generator.HiFT from mel2wav.* of s3gen_meanflow.safetensors (float32 always)."""
-    from stages.cfm.meanflow import S3GEN_MEANFLOW_FILE
-    from stages.hifigan.checkpoint import build_builtin_hift, load_hift
-    from stages.hifigan.config import HiFTConfig
+    from stages.hifigan.part import load_turbo_hift
 
-    if spec.builtin:
-        hift = build_builtin_hift(HiFTConfig.from_name(T3_PRESETS_TO_HIFT[_check_preset(spec)]))
-    else:
-        d = Path(spec.checkpoint)
-        detect_model(d, TURBO)
-        s3 = _golden_config(d).get("S3Gen", {}).get("scaling", {})
-        cfg = (HiFTConfig.from_reference_dict(s3["HiFTGenerator"], s3.get("ConvRNNF0Predictor"))
-               if "HiFTGenerator" in s3 else HiFTConfig.from_name("chatterbox"))
-        hift = load_hift(d / S3GEN_MEANFLOW_FILE, cfg)
-    return hift.to(spec.device).eval()
+    _check_preset(spec)
+    return load_turbo_hift(spec).to(spec.device).eval()
 
 
 def check_turbo_checkpoint(directory: str | Path) -> None:

@@ -69,6 +69,7 @@ def recipe_checkpoints() -> dict[str, dict[str, torch.Tensor]]:
     from stages.hifigan.config import HiFTConfig
     from stages.t3.turbo_checkpoint import builtin_turbo_t3_checkpoint
     from stages.t3.turbo_config import TurboT3Config
+    from stages.voice.filters import slaney_mel_filters
 
     s3_manifest = manifest()["s3gen_meanflow.safetensors"]
     tokenizer_schema = {k: TensorSpec(tuple(v["shape"]), v["branch"] if k not in CONSTANT_BUFFERS
@@ -77,6 +78,9 @@ def recipe_checkpoints() -> dict[str, dict[str, torch.Tensor]]:
     s3gen = {**builtin_meanflow_checkpoint(meanflow_config("turbo-tiny")),
              **builtin_checkpoint(HiFTConfig.from_name("tiny")),
              **random_checkpoint(tokenizer_schema)}
+    # the constants as the reference constructs them (bit-identical to the golden file's), not random
+    s3gen["tokenizer._mel_filters"] = slaney_mel_filters(16000, 400, 128).float()  # librosa mel(16 kHz, 400, 128)
+    s3gen["tokenizer.window"] = torch.hann_window(400)  # the tokenizer's STFT window
     return {
         "t3_turbo_v1.safetensors": builtin_turbo_t3_checkpoint(TurboT3Config.from_name("turbo-tiny")),
         "s3gen_meanflow.safetensors": s3gen,

@@ -65,6 +65,7 @@ class LongFormPlan:
     segments: tuple[PlannedSegment, ...]
     pause_samples: int  # silence between consecutive segments
     sample_rate: int = SAMPLE_RATE
+    tail_tokens: int = 0  # tokens the model decodes after each segment's T3 tokens (Turbo: 3 silence tokens)
 
     def segment_params(self, index: int) -> dict[str, Any]:
         """The parameters of segment `index`'s request (its own seed)."""
@@ -92,7 +93,7 @@ class LongFormPlan:
     @property
     def max_samples(self) -> int:
         """The most samples the stream can have (every segment reaching its speech-token cap)."""
-        return SAMPLES_PER_TOKEN * sum(s.speech_token_cap for s in self.segments) + self.pause_total
+        return SAMPLES_PER_TOKEN * sum(s.speech_token_cap + self.tail_tokens for s in self.segments) + self.pause_total
 
     @property
     def exact_samples(self) -> int | None:
@@ -104,11 +105,14 @@ def make_plan(text: str, params: Mapping[str, Any] | None, budget: SegmentBudget
               pause: int = round(DEFAULT_SENTENCE_SILENCE_S * SAMPLE_RATE)) -> LongFormPlan:
     """Validate the request and plan it. ValueError (naming the problem) for empty text or bad parameters."""
     from stages.common.params import resolve_params
+    from stages.cfm.meanflow import N_SILENCE_TOKENS
     from stages.t3.sampling import default_max_new_tokens
+    from stages.t3.turbo_sampling import TURBO_MAX_SAMPLES
 
     if isinstance(pause, bool) or not isinstance(pause, int) or pause < 0:
         raise ValueError(f"pause must be a sample count >= 0, got {pause!r}")
-    resolved = resolve_params(params)  # validates every field and fixes the seed
+    turbo = budget.model == "turbo"
+    resolved = resolve_params(params, model=budget.model if turbo else None)  # validates every field, fixes the seed
     seed = resolved.pop("seed")
     segmentation = segment_text(text, budget, count)
     if not segmentation.segments:
@@ -116,6 +120,6 @@ def make_plan(text: str, params: Mapping[str, Any] | None, budget: SegmentBudget
     cap = resolved.get("max_new_tokens")
     segments = tuple(
         PlannedSegment(k, s.text, s.start, s.end, segment_seed(seed, k), s.text_tokens,
-                       cap if cap is not None else default_max_new_tokens(s.text_tokens))
+                       cap if cap is not None else (TURBO_MAX_SAMPLES if turbo else default_max_new_tokens(s.text_tokens)))
         for k, s in enumerate(segmentation.segments))
-    return LongFormPlan(segmentation.normalised, seed, resolved, segments, pause)
+    return LongFormPlan(segmentation.normalised, seed, resolved, segments, pause, tail_tokens=N_SILENCE_TOKENS if turbo else 0)

@@ -96,3 +96,22 @@ class ChunkSchedule:
         base = base or cls()
         names = {f.name for f in fields(cls)}
         return cls(**{**base.to_dict(), **{k: v for k, v in params.items() if k in names and v is not None}})
+
+
+# Per-model defaults (stages/common/layout.py names the families). Turbo's meanflow decoder is
+# distilled for 2 solver steps; the other knobs were re-chosen with benchmarks/bench_streaming.py
+# at turbo-small (benchmarks/results/streaming-turbo-*.md, docs/streaming.md).
+DEFAULT_SCHEDULES = {
+    "chatterbox": ChunkSchedule(),
+    # 150 of the voice's 250 prompt tokens: mel rel L2 to offline 0.046 against 0.126 at 50 (`all`: 0.056),
+    # at ~2x the first chunk's flow cost, which at 2 one-row steps is still a fraction of a base chunk's
+    "turbo": ChunkSchedule(n_timesteps=2, prompt_tokens=150),
+}
+
+
+def default_schedule(model: str = "chatterbox") -> ChunkSchedule:
+    """The schedule a request of this model family gets for every knob it does not set."""
+    try:
+        return DEFAULT_SCHEDULES[model]
+    except KeyError:
+        raise ValueError(f"no schedule defaults for model {model!r}") from None

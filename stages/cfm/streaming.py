@@ -14,13 +14,16 @@ How frames are cut (docs/streaming.md has the full story):
   the token count, not on how tokens were batched or timed).
 - `finish` runs the final step (finalize=True) over everything not yet emitted, whether or
   not new tokens arrived since the last chunk, for any count including 0..3 (cause D).
+  A model's tail tokens (Turbo: 3 silence tokens, 4299) are appended first, as its offline
+  `generate` does, so they are decoded and counted like any token: n T3 tokens give n + 3
+  tokens, 2(n + 3) frames and 960(n + 3) samples downstream.
 - The solver's noise for every frame comes from the request's NoiseSource at the frame's
   absolute position, so every re-run sees the same noise at the same frame.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -64,8 +67,10 @@ class CFMStream:
     `complete` crops each job's frames, in plan order. Both ways run the same code.
     """
 
-    def __init__(self, flow: Flow, conds: FlowConditionals, noise: NoiseSource, schedule: ChunkSchedule):
+    def __init__(self, flow: Flow, conds: FlowConditionals, noise: NoiseSource, schedule: ChunkSchedule,
+                 tail_tokens: Sequence[int] = ()):
         self.flow, self.noise, self.schedule = flow, noise, schedule
+        self.tail_tokens = [int(t) for t in tail_tokens]  # decoded after the last token (Turbo's 3 silence tokens)
         self.ratio = flow.cfg.token_mel_ratio  # mel frames per token (2)
         p = conds.n_prompt_tokens
         k = p if schedule.prompt_tokens == ALL else min(p, int(schedule.prompt_tokens))
@@ -128,6 +133,7 @@ class CFMStream:
         """End of stream: the final step over every token not yet planned (None if there is none); no more input after it."""
         if self.finished:
             return None
+        self.tokens.extend(self.tail_tokens)  # part of the audio: counted in `tokens`, frames and samples
         n = len(self.tokens)
         job = self._job(n, n, finalize=True) if n > self.planned_tokens else None
         self.planned_tokens = n

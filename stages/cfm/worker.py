@@ -69,7 +69,7 @@ class CFMWorker(ChainWorker):
         assert sum(isinstance(m, End) for m in out) == 2 and len(self.table) == 0 and not self.batch, out
 
     def start(self, req: Request):
-        params = parse_params(req.params, self.default_schedule)
+        params = parse_params(req.params, self.default_schedule, self.part.model)
         _, conds = self.voices.resolve(params.voice)  # T3 checked the name; a voice removed since fails here, named
         stream = new_cfm_stream(self.part, params, conds)
         return _Request(stream), [Request(rid=req.rid, seq=0, text="", params=req.params)]

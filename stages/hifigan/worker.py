@@ -48,9 +48,9 @@ class HiFiGANWorker(ChainWorker):
     name = STAGE
 
     def __init__(self, hift, default_schedule=None, capacity: int = stage_capacity({}), limits: BatchLimits = VOCODER_LIMITS,
-                 exact: bool | None = None):
+                 exact: bool | None = None, model: str | None = None):
         super().__init__(capacity, limits)
-        self.hift, self.default_schedule = hift, default_schedule
+        self.hift, self.default_schedule, self.model = hift, default_schedule, model  # model: the family (request parameters)
         self.sample_rate = hift.cfg.sampling_rate
         self.edge = edge_frames(hift)
         self.exact = exact_batching({}, str(hift.stft_window.device)) if exact is None else exact  # one decode per job
@@ -75,7 +75,7 @@ class HiFiGANWorker(ChainWorker):
         return super().handle(msg)
 
     def start(self, req: Request):
-        stream = new_vocoder_stream(self.hift, parse_params(req.params, self.default_schedule))
+        stream = new_vocoder_stream(self.hift, parse_params(req.params, self.default_schedule, self.model))
         return _Request(stream), []  # the coordinator knows the request from its own records
 
     def data(self, msg: Message, st: _Request) -> list[torch.Tensor]:
@@ -181,8 +181,9 @@ class HiFiGANWorker(ChainWorker):
 
 
 def make_worker(args: StageArgs) -> HiFiGANWorker:
-    worker = HiFiGANWorker(load_hifigan_part(ModelSpec(**args.model, device=args.device)), capacity=stage_capacity(args.options),
-                           exact=exact_batching(args.options, args.device))
+    spec = ModelSpec(**args.model, device=args.device)
+    worker = HiFiGANWorker(load_hifigan_part(spec), capacity=stage_capacity(args.options),
+                           exact=exact_batching(args.options, args.device), model=spec.kind)
     worker.warm_up()
     return worker
 

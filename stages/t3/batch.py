@@ -89,7 +89,13 @@ class T3Batch:
         self.pos = torch.zeros(s, dtype=torch.long, device=dev)  # cache position of the pending draw
         self.keys = torch.zeros(s, 2, dtype=torch.long, device=dev)  # per-request key words of the draws
         self.seen = torch.zeros(s, model.vocab_size, dtype=torch.bool, device=dev)  # repetition history
-        self.params = RowParams(s, dev)
+        # per-slot sampling parameters: the model's own store when its chain has other knobs (Turbo's top-k)
+        new_params = getattr(model, "new_row_params", None)
+        self.params = new_params(s) if new_params else RowParams(s, dev)
+        # the reference's history rules: Llama keeps the BOS in the history; Turbo's first sample replaces it
+        # and is not EOS-checked (optional TickModel flags, default the Llama behaviour)
+        self._keep_start = getattr(model, "keep_history_start", True)
+        self._eos_first = getattr(model, "eos_checks_first", True)
         self._history = torch.tensor(model.history_start, dtype=torch.long, device=dev)
         self._arange = torch.arange(max_len, device=dev)
         self.slots: list[_Active] = []  # slot i holds self.slots[i]; compact
@@ -166,8 +172,8 @@ class T3Batch:
         return self.rows * self.model.text_len(len(adm.text_ids))
 
     def _prefix(self, adm: Admission) -> Prefix:
-        key = (adm.voice_key, float(adm.params.exaggeration))
-        return self.prefixes.get(key, lambda: self.model.prefix(adm.conds, adm.params.exaggeration))
+        exaggeration = float(getattr(adm.params, "exaggeration", 0.0))  # Turbo has no emotion input
+        return self.prefixes.get((adm.voice_key, exaggeration), lambda: self.model.prefix(adm.conds, exaggeration))
 
     @torch.inference_mode()
     def admit(self, admissions: Sequence[Admission]) -> list[Event]:
@@ -283,6 +289,8 @@ class T3Batch:
         probs, finite = self.model.probs(logits, self.params.view(first, count), self.seen[sl])  # [count, V]
         drawn = sample(probs, uniforms(self.keys[sl], self.draws[sl]))  # [count]
         self.tokens[sl] = drawn
+        if not self._keep_start:  # a row's first draw drops the history's start ids
+            self.seen[sl] &= (self.draws[sl] > 0)[:, None]
         self.seen[torch.arange(first, first + count, device=self.device), drawn] = True
         self.draws[sl] += 1
         ids = torch.where(finite, drawn, -1).tolist()  # the host sync: -1 flags non-finite logits
@@ -299,7 +307,7 @@ class T3Batch:
                 leaving.append((slot, True))
                 continue
             a.drawn += 1
-            if tok == self.model.stop_token and not a.params.ignore_eos:
+            if tok == self.model.stop_token and not a.params.ignore_eos and (self._eos_first or a.drawn > 1):
                 events.append(Event(a.rid, finish=FINISH_STOP))
                 leaving.append((slot, False))
                 continue

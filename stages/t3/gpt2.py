@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.t3.llama import masked_attention
 from stages.t3.turbo_config import TurboT3Config
 
 
@@ -73,6 +74,25 @@ class GPT2Attention(nn.Module):
         o = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible)  # [B, H, 1, hd]
         return self._out(o)
 
+    def tick(self, x, rows, pos, visible, k_cache, v_cache):
+        """The batched tick's call (stages/t3/turbo_tick.py): x [N, t, D]; rows, pos [M, t] long (cache row,
+        write position); visible [M, 1, t, span] bool; caches [M, H, max_len, hd]. Rows of x past the M
+        cache rows are padding: they write and read no cache and their attention output is zero."""
+        q, k, v = self._qkv(x)  # [N, H, t, hd]
+        m, pad = k_cache.shape[0], x.shape[0] - k_cache.shape[0]
+        q, k, v = q[:m], k[:m], v[:m]
+        k_cache[rows, :, pos] = k.transpose(1, 2)  # [M, t, H, hd] written at (row, :, position)
+        v_cache[rows, :, pos] = v.transpose(1, 2)
+        span = visible.shape[-1]
+        k, v = k_cache[:, :, :span], v_cache[:, :, :span]  # [M, H, span, hd]
+        if x.shape[1] == 1:  # a decode tick
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+        else:  # several positions per row (the text prefill): plain matmuls, the same kernel at every t
+            o = masked_attention(q, k, v, visible)
+        if pad:
+            o = torch.cat((o, o.new_zeros(pad, *o.shape[1:])))
+        return self._out(o)  # [N, t, D]
+
 
 class GPT2MLP(nn.Module):
     def __init__(self, cfg: TurboT3Config):
@@ -118,6 +138,19 @@ class GPT2Backbone(nn.Module):
         for block, kc, vc in zip(self.h, k_caches, v_caches):
             x = block.prefill(x, kc, vc)
         return self.ln_f(x)  # [B, T, D]
+
+    def tick(self, x, pos, visible, k_caches, v_caches):
+        """x [N, t, D], row i at positions pos[i] ([N, t] long); visible [N, 1, t, span] bool; caches:
+        one [M, H, max_len, hd] per layer (M <= N: rows past M are padding), written at pos, read over
+        0..span-1. The `TickModel.forward` convention (stages/t3/tick_model.py)."""
+        x = x + self.wpe(pos)  # [N, t, D]: GPT-2's learned position at every cache position
+        m, t = k_caches[0].shape[0], pos.shape[1]
+        rows = torch.arange(m, device=pos.device).unsqueeze(1).expand(m, t)  # [M, t]
+        pos, visible = pos[:m], visible[:m]
+        for block, kc, vc in zip(self.h, k_caches, v_caches):
+            x = x + block.attn.tick(block.ln_1(x), rows, pos, visible, kc, vc)
+            x = x + block.mlp(block.ln_2(x))
+        return self.ln_f(x)  # [N, t, D]
 
     def decode(self, x, pos, visible, k_caches, v_caches):
         """x [B, 1, D] at positions `pos` [B] (one per row; [1] = shared); see GPT2Attention.decode."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from stages.common.layout import CHATTERBOX
 from stages.common.spec import CONDS_FILE, T3_FILE, TOKENIZER_FILE, ModelSpec
 from stages.t3.batch import DEFAULT_MAX_LEN, T3Batch
 from stages.t3.checkpoint import build_builtin_t3, load_t3
@@ -22,6 +23,7 @@ class T3Part:
     tokenizer: TextTokenizer
     conds: T3Conditionals  # the checkpoint's own voice
     cfg: T3Config
+    model = CHATTERBOX  # the family (stages/common/layout.py): which request parameters apply
 
     def encode(self, text: str) -> list[int]:
         """Text -> validated text ids (punc_norm + tokenizer); ValueError naming `text`."""
@@ -31,9 +33,17 @@ class T3Part:
         return VoiceTable.default_only(self.conds, self.cfg)
 
 
-def load_t3_part(spec: ModelSpec, max_slots: int = 4, max_len: int = DEFAULT_MAX_LEN,
+def load_t3_part(spec: ModelSpec, max_slots: int = 4, max_len: int | None = None,
                  prefix_cache_size: int = DEFAULT_PREFIX_CACHE_SIZE, cuda_graphs: bool | None = None) -> T3Part:
-    """cuda_graphs: capture the tick as CUDA graphs (stages/t3/graphs.py); None = on a CUDA device only."""
+    """The spec's T3 (Chatterbox or Turbo, by `spec.kind`) on the batched tick; max_len None = the family's default.
+
+    cuda_graphs: capture the tick as CUDA graphs (stages/t3/graphs.py); None = on a CUDA device only (base model;
+    Turbo's tick runs uncaptured)."""
+    if spec.turbo:
+        from stages.t3.turbo_part import TURBO_MAX_LEN, load_turbo_t3_part
+
+        return load_turbo_t3_part(spec, max_slots, max_len or TURBO_MAX_LEN, prefix_cache_size)
+    max_len = max_len or DEFAULT_MAX_LEN
     if spec.builtin:
         cfg = T3Config.from_name(spec.preset)
         model = build_builtin_t3(cfg)

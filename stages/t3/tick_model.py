@@ -35,6 +35,12 @@ class TickModel(Protocol):
     device: torch.device
     dtype: torch.dtype
 
+    # Optional members (T3Batch reads them with these defaults, the Llama T3's behaviour):
+    #   keep_history_start: bool = True  -- False: a request's first draw removes history_start from its history
+    #   eos_checks_first: bool = True    -- False: the first draw (from the prefill) is never a stop
+    #   new_row_params(slots) -> store   -- the per-slot parameter store (set/move/view) `probs` reads;
+    #                                       default stages.t3.sampling.RowParams
+
     def check_text(self, text_token_ids: Any) -> list[int]:
         """Validated text ids (ValueError naming `text_token_ids`)."""
 

@@ -5,6 +5,7 @@ deterministically for the built-in random-weight models. Turbo ignores `emotion_
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,15 @@ BUILTIN_CONDS_SEED = 20261201  # fixed so the built-in Turbo voice is the same o
 class TurboT3Conditionals:
     speaker_emb: torch.Tensor  # [1, 256] float32, VoiceEncoder embedding
     cond_prompt_speech_tokens: torch.Tensor  # [1, P] int64, ids < 6561 (P = 375 for the released voice)
+
+    def cache_key(self) -> str:
+        """A digest of the voice's tensors (the tick's prefix-cache key, as for the base model's voices)."""
+        h = hashlib.blake2b(digest_size=16, person=b"turbo-t3")
+        for t in (self.speaker_emb, self.cond_prompt_speech_tokens):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{list(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
 
     @property
     def n_prompt(self) -> int:

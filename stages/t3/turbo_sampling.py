@@ -96,6 +96,27 @@ class RowParams:
             rows.assign(i, p)
         return rows
 
+    def set(self, row: int, p: TurboSamplingParams) -> None:
+        """The tick's per-slot store interface (stages/t3/batch.py): `assign`."""
+        self.assign(row, p)
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy row src into row dst (the tick's compaction)."""
+        for t in self._tables():
+            t[dst] = t[src]
+
+    def view(self, first: int, count: int) -> "RowParams":
+        """Rows first .. first+count-1 as a RowParams of views (no copy)."""
+        out = RowParams.__new__(RowParams)
+        for name, t in zip(self.FIELDS, self._tables()):
+            setattr(out, name, t[first:first + count])
+        return out
+
+    FIELDS = ("temperature", "top_k", "top_p_drop", "top_p_on", "penalty", "ban_control")
+
+    def _tables(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self.FIELDS]
+
     def assign(self, row: int, p: TurboSamplingParams) -> None:
         """Set one row (when a request takes its slot; a few tiny host-to-device writes)."""
         self.temperature[row] = float(p.temperature)

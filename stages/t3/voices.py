@@ -66,6 +66,6 @@ def voice_sampling(sampling, conds: T3Conditionals, voice: str | None, given: Ma
     """
     from dataclasses import replace
 
-    if voice is None or voice == DEFAULT_VOICE or "exaggeration" in given:
-        return sampling
+    if voice is None or voice == DEFAULT_VOICE or "exaggeration" in given or not hasattr(sampling, "exaggeration"):
+        return sampling  # (Turbo's sampling has no exaggeration: its T3 has no emotion input)
     return replace(sampling, exaggeration=float(conds.emotion_adv.reshape(-1)[0]))

@@ -89,7 +89,7 @@ class T3Worker:
             return [Error(rid=rid, stage=STAGE, message=f"t3: {self.max_waiting} requests already waiting; "
                           "the coordinator's admission limit (max_inflight + max_queue) was bypassed")]
         try:
-            params = parse_params(req.params)
+            params = parse_params(req.params, model=self.part.model)
             key, conds = self.voices.resolve(params.voice)  # an unknown or damaged voice fails here, named
             sampling = voice_sampling(params.sampling, conds, params.voice, req.params)
             ids, max_new = self.batch.check(self.part.encode(req.text), conds, sampling)

@@ -86,8 +86,9 @@ def reference_from_array(samples, sample_rate: int, cfg: VoiceConfig, source: st
 
 
 def _check_duration(name: str, seconds: float, cfg: VoiceConfig) -> None:
-    if seconds < cfg.min_seconds:
-        raise VoiceInputError(f"{name}: is {seconds:.2f} s long; a voice needs at least {cfg.min_seconds:g} s of speech")
+    if seconds < cfg.min_seconds or (cfg.min_exclusive and seconds <= cfg.min_seconds):
+        need = "more than" if cfg.min_exclusive else "at least"
+        raise VoiceInputError(f"{name}: is {seconds:.2f} s long; a voice needs {need} {cfg.min_seconds:g} s of speech")
 
 
 def _frames_to_use(name: str, frames: int, sr: int, cfg: VoiceConfig) -> tuple[int, tuple[str, ...]]:

@@ -28,6 +28,7 @@ from stages.voice.voice_encoder import VoiceEncoder
 
 VE_FILE = "ve.safetensors"  # the VoiceEncoder's own checkpoint file
 S3GEN_FILE = "s3gen.safetensors"  # holds tokenizer.* and speaker_encoder.* besides the flow and vocoder
+TURBO_S3GEN_FILE = "s3gen_meanflow.safetensors"  # Turbo's: the same tokenizer.* and speaker_encoder.* keys
 TOKENIZER_PREFIX = "tokenizer."
 CAMPPLUS_PREFIX = "speaker_encoder."
 MEL_FILTERS_KEY = "tokenizer._mel_filters"  # constant buffer: read if present, else computed
@@ -170,11 +171,19 @@ def load_voice_models(checkpoint_dir: str | Path | None = None, preset: str = "t
                              build_builtin_campplus(cfg.campplus))
     else:
         d = Path(checkpoint_dir)
-        missing = [f for f in (VE_FILE, S3GEN_FILE) if not (d / f).is_file()]
+        turbo = (d / TURBO_S3GEN_FILE).is_file() and not (d / S3GEN_FILE).is_file()  # Turbo's layout
+        s3gen = TURBO_S3GEN_FILE if turbo else S3GEN_FILE
+        missing = [f for f in (VE_FILE, s3gen) if not (d / f).is_file()]
         if missing:
             raise CheckpointError(f"{d}: voice cloning needs {' and '.join(missing)} in the checkpoint directory "
                                   "(the model itself runs from conds.pt without ve.safetensors)")
         cfg = VoiceConfig.from_checkpoint_dir(d)
-        models = VoiceModels(cfg, load_voice_encoder(d / VE_FILE, cfg.ve), load_s3_tokenizer(d / S3GEN_FILE, cfg.tokenizer),
-                             load_campplus(d / S3GEN_FILE, cfg.campplus))
+        if turbo:  # Turbo's prompt lengths, minimum and loudness gain (stages/voice/config.py TURBO)
+            from dataclasses import replace
+
+            from stages.voice.config import TURBO_OVERRIDES
+
+            cfg = replace(cfg, **TURBO_OVERRIDES)
+        models = VoiceModels(cfg, load_voice_encoder(d / VE_FILE, cfg.ve), load_s3_tokenizer(d / s3gen, cfg.tokenizer),
+                             load_campplus(d / s3gen, cfg.campplus))
     return models.to(device)

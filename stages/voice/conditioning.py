@@ -8,6 +8,7 @@
                              embedding = CAMPPlus(fbank(wav16))          [1, 192]
                              prompt_token = S3Tokenizer(wav16)           [1, ceil(F/2)], cut to F // 2 if F != 2T
     T3 prompt:   S3Tokenizer(ref16[:6 s], max 150 tokens)                [1, <= 150]
+                 (Turbo: ref16[:15 s], max 375 tokens, after a gain of wav24 to -27 LUFS; VoiceConfig TURBO)
     T3 speaker:  VoiceEncoder(ref16) (trimmed, partials, mean, L2)       [1, 256]
     emotion_adv = exaggeration                                           [1, 1, 1]
 
@@ -29,6 +30,7 @@ from stages.voice.campplus import CAMPPlus
 from stages.voice.conds import TOKEN_MEL_RATIO, VoiceConditionals
 from stages.voice.config import VoiceConfig
 from stages.voice.fbank import campplus_features
+from stages.voice.loudness import normalise_loudness
 from stages.voice.resample import SincResampler, soxr_hq
 from stages.voice.s3_tokenizer import S3Tokenizer
 from stages.voice.voice_encoder import VoiceEncoder
@@ -57,12 +59,16 @@ def check_exaggeration(exaggeration: float) -> float:
 
 @torch.no_grad()
 def compute_conditionals(models: VoiceModels, audio: ReferenceAudio, exaggeration: float = 0.5,
-                         prompt_len: int = 150, trace: dict | None = None) -> VoiceConditionals:
-    """The whole voice of a checked recording (prepare_conditionals(wav, exaggeration)); prompt_len = T3's."""
+                         prompt_len: int | None = None, trace: dict | None = None) -> VoiceConditionals:
+    """The whole voice of a checked recording (prepare_conditionals(wav, exaggeration)); prompt_len = T3's
+    (None: the config's, 150 for the base model and 375 for Turbo)."""
     cfg = models.cfg
+    prompt_len = cfg.t3_prompt_len if prompt_len is None else prompt_len
     exaggeration = check_exaggeration(exaggeration)
     device = models.tokenizer._mel_filters.device
     wav24 = soxr_hq(audio.samples, audio.sample_rate, cfg.s3gen_sr)  # librosa.load(path, sr=24000)
+    if cfg.loudness_lufs is not None:  # Turbo's norm_loudness: one gain on the whole clip, before anything else
+        wav24 = normalise_loudness(wav24, cfg.s3gen_sr, cfg.loudness_lufs)
     ref16 = soxr_hq(wav24, cfg.s3gen_sr, cfg.s3_sr)  # on the full signal, before the 10 s cut
     wav24 = wav24[: cfg.dec_cond_len]
     if trace is not None:
@@ -102,7 +108,7 @@ def compute_conditionals(models: VoiceModels, audio: ReferenceAudio, exaggeratio
 
 
 def voice_from_file(models: VoiceModels, path: str | Path, exaggeration: float = 0.5,
-                    prompt_len: int = 150) -> tuple[VoiceConditionals, ReferenceAudio]:
+                    prompt_len: int | None = None) -> tuple[VoiceConditionals, ReferenceAudio]:
     """Read, check and condition a recording; the ReferenceAudio carries notices (e.g. it was cut)."""
     check_exaggeration(exaggeration)
     audio = read_reference(path, models.cfg)
@@ -110,7 +116,7 @@ def voice_from_file(models: VoiceModels, path: str | Path, exaggeration: float =
 
 
 def voice_from_array(models: VoiceModels, samples, sample_rate: int, exaggeration: float = 0.5,
-                     prompt_len: int = 150) -> tuple[VoiceConditionals, ReferenceAudio]:
+                     prompt_len: int | None = None) -> tuple[VoiceConditionals, ReferenceAudio]:
     """The same from float samples [n] or [n, channels] at `sample_rate`."""
     check_exaggeration(exaggeration)
     audio = reference_from_array(np.asarray(samples) if not hasattr(samples, "detach") else samples, sample_rate,

@@ -86,6 +86,9 @@ class VoiceConfig:
     enc_cond_seconds: int = 6  # T3 prompt: first 6 s at 16 kHz (ENC_COND_LEN = 96,000)
     # --- our limits on the recording (the reference has none for this model; see docs/voices.md) --
     min_seconds: float = 1.0  # shorter clips carry too little voice (one padded VE partial, < 25 prompt tokens)
+    min_exclusive: bool = False  # True: the clip must be *longer* than min_seconds (Turbo's `assert len > 5 s`)
+    loudness_lufs: float | None = None  # gain the 24 kHz clip to this loudness first (Turbo: -27; None = off)
+    t3_prompt_len: int = 150  # T3 prompt tokens at most (the base T3's speech_cond_prompt_len; Turbo 375)
     max_seconds: float = 60.0  # longer clips are cut here with a notice: only the speaker embedding reads past 10 s
 
     @property
@@ -154,4 +157,12 @@ TINY = replace(
 # VoiceEncoder and CAMPPlus keep their real sizes (1.4 M and 7 M parameters: already small).
 SMALL = replace(CHATTERBOX, tokenizer=replace(CHATTERBOX.tokenizer, layers=2))
 
-PRESETS: dict[str, VoiceConfig] = {"chatterbox": CHATTERBOX, "tiny": TINY, "small": SMALL}
+# Chatterbox Turbo's prepare_conditionals: the same three models (ve.safetensors; tokenizer.* and
+# speaker_encoder.* of s3gen_meanflow.safetensors), a 15 s T3 prompt of at most 375 tokens, a clip
+# longer than 5 s, and the loudness gain to -27 LUFS (norm_loudness=True, the reference's default).
+TURBO_OVERRIDES = dict(enc_cond_seconds=15, t3_prompt_len=375, min_seconds=5.0, min_exclusive=True, loudness_lufs=-27.0)
+TURBO = replace(CHATTERBOX, **TURBO_OVERRIDES)
+
+PRESETS: dict[str, VoiceConfig] = {"chatterbox": CHATTERBOX, "tiny": TINY, "small": SMALL, "turbo": TURBO,
+                                   "turbo-small": replace(SMALL, **TURBO_OVERRIDES),
+                                   "turbo-tiny": replace(TINY, **TURBO_OVERRIDES)}
