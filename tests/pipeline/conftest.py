@@ -15,17 +15,6 @@ CLI = [sys.executable, str(ROOT / "bin" / "tts-pipeline")]
 FAST = {"n_timesteps": 2}  # sample counts and plumbing do not depend on the solver's step count
 
 
-@pytest.fixture(autouse=True)
-def _torch_threads_restored():
-    """A test that sets this process's torch thread count (to match the 1-thread stages) leaves it as it found it:
-    voices computed in this process (voice_file) depend on it, and later tests compare them with other processes."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tts():
     with Pipeline(PipelineConfig(model=ModelSpec(), threads=1)) as p:

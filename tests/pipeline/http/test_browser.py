@@ -61,11 +61,12 @@ def test_the_demo_page_plays_the_stream_as_it_arrives(server, tmp_path):
 
         text = driver.execute_script("return document.getElementById('text').value")
         plan = plan_text(ModelSpec(), text, {"seed": SEED, "ignore_eos": True, "max_new_tokens": TOKENS})
-        assert demo["samplesScheduled"] == plan.total_samples([960 * TOKENS] * len(plan.segments))
+        samples = plan.total_samples([960 * TOKENS] * len(plan.segments))
+        assert demo["samplesScheduled"] == samples
         assert demo["contextState"] == "running"
         assert 0 < demo["firstAudioMs"] <= demo["requestMs"] and len(demo["chunks"]) >= 1
         assert demo["seed"] == str(SEED) and demo["requestId"]
-        assert demo["wavBytes"] == 44 + 2 * 960 * TOKENS
+        assert demo["wavBytes"] == 44 + 2 * samples  # the download: a 44-byte header + s16 samples
         link = driver.find_element(By.ID, "download")
         assert link.is_displayed() and link.get_attribute("href").startswith("blob:")
         assert "done" in driver.find_element(By.ID, "status").text

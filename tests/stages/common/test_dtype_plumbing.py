@@ -44,7 +44,7 @@ def test_cli_dtype_builds_the_spec():
 
     kw = {"checkpoint": None, "hf_repo": None, "preset": "tiny", "device": "cpu", "dtype": "bfloat16",
           "t3_device": None, "cfm_device": None, "hifigan_device": "cpu", "t3_threads": None, "threads": 1,
-          "transport": "ipc", "port": 0, "max_inflight": 4, "cuda_graphs": False, "cuda_ipc": False}
+          "transport": "ipc", "port": 0, "max_inflight": 4, "max_queue": 60, "cuda_graphs": False, "cuda_ipc": False}
     config = build_config(kw)
     assert config.model.dtype == "bfloat16" and config.stage_options == {"cuda_graphs": False}
 

@@ -27,12 +27,3 @@ def tiny_batch(tiny_model, tiny_cfg):
     return new_t3_batch(tiny_model, tiny_cfg, max_slots=2, max_len=160)
 
 
-@pytest.fixture()
-def one_thread():
-    """Bit-identity across batch compositions is a property of 1-thread CPU kernels (docs/t3.md)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

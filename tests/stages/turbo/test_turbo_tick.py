@@ -18,15 +18,6 @@ from tests.stages.t3.test_t3_batch import run
 SPEC = ModelSpec(preset="turbo-tiny")
 
 
-@pytest.fixture()
-def one_thread():
-    """Bit-identity across batch compositions is a property of 1-thread CPU kernels (docs/t3.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def part():
     return load_turbo_t3_part(SPEC, max_slots=6, max_len=512)
