@@ -10,7 +10,7 @@ import torch
 
 from ipc import cuda_ipc, framing
 from ipc.schema import Mel, ProtocolError
-from pipeline.cli import gpu_stage_options
+from pipeline.cli_common import gpu_stage_options
 
 HANDLE = {"device": 0, "handle": b"\x01" * 64, "storage_bytes": 80 * 6 * 4, "storage_offset": 0, "ref_handle": b"rc",
           "ref_offset": 3, "event": b"\x02" * 64, "event_sync": True, "dtype": "float32", "shape": [80, 6],

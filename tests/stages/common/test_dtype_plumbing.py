@@ -40,7 +40,7 @@ def test_bfloat16_reaches_t3_and_cfm_but_not_the_vocoder():
 
 
 def test_cli_dtype_builds_the_spec():
-    from pipeline.cli import build_config
+    from pipeline.cli_common import build_config
 
     kw = {"checkpoint": None, "hf_repo": None, "preset": "tiny", "device": "cpu", "dtype": "bfloat16",
           "t3_device": None, "cfm_device": None, "hifigan_device": "cpu", "t3_threads": None, "threads": 1,
