@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
-import re
 import threading
 import time
 import uuid
@@ -43,14 +42,15 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import zmq
 
 from ipc import framing
-from ipc.schema import (MAX_RID_LEN, MAX_TEXT_CHARS, TOPIC_END, Accepted, Audio, Cancel, End, Error, Message,
+from ipc.schema import (MAX_RID_LEN, TOPIC_END, Accepted, Audio, Cancel, End, Error, Message,
                         ProtocolError, Request, Welcome, clip, topic)
 from ipc.sockets import SocketFactory
 from pipeline.longform_coord import LongFormRequests, Planner
+from pipeline.request_checks import (RID_PATTERN, RequestError, ServerBusy, error_reply, busy_text, check_text,
+                                     new_request_id, readable_rid)
 from stages.common.accounting import SAMPLES_PER_TOKEN
 from stages.common.chain import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE
 from stages.cfm.schedule import ChunkSchedule
@@ -77,63 +77,7 @@ HEARTBEAT_TIMEOUT_MS = 10_000  # this long is disconnected (and its requests can
 # While a remote connection has requests running, it gets a `welcome` (rid "*") this often on the
 # request socket: the send fails once the connection is gone, and its requests are cancelled.
 PROBE_INTERVAL_S = 0.5
-RID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # client-chosen ids: safe as topics and in logs
-UNREADABLE_RID = "?"  # the rid of an error reply to a message whose rid could not be read (no valid id has it)
 log = logging.getLogger("tts.coordinator")
-
-
-class RequestError(RuntimeError):
-    """A request failed; the message names the stage and the reason."""
-
-
-class ServerBusy(RequestError):
-    """The admission limit is reached: max_inflight active and max_queue queued requests (retry later)."""
-
-
-def busy_text(held: int, max_inflight: int, max_queue: int) -> str:
-    """The busy error's text; the HTTP layer matches its "server busy" prefix (pipeline/http/backend.py BUSY_PATTERN)."""
-    active = min(held, max_inflight)
-    return (f"server busy: {active} active, {held - active} queued "
-            f"(limits: --max-inflight {max_inflight}, --max-queue {max_queue}); retry later")
-
-
-def new_request_id() -> str:
-    """32 hex characters: unique, and safe as a topic."""
-    return uuid.uuid4().hex
-
-
-def check_text(text: Any) -> str:
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise ValueError("text is empty or whitespace only")
-    if len(text) > MAX_TEXT_CHARS:
-        raise ValueError(f"text is {len(text)} characters, over the limit of {MAX_TEXT_CHARS} (split it into sentences)")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:  # a lone surrogate: it cannot travel (UTF-8 on the wire)
-        raise ValueError(f"text is not valid Unicode: {e.object[e.start:e.end]!r} at position {e.start} "
-                         "(a lone surrogate) cannot be encoded") from None
-    return text
-
-
-def readable_rid(frames: list[Any]) -> str:
-    """The rid of a message that failed to decode, if its header still says one, else UNREADABLE_RID."""
-    try:
-        head = frames[0]
-        head = bytes(getattr(head, "buffer", head))
-        if len(head) <= framing.MAX_HEADER_BYTES:
-            header = msgpack.unpackb(head, raw=False, strict_map_key=False, ext_hook=lambda code, data: None)
-            rid = header.get("rid") if isinstance(header, dict) else None
-            if isinstance(rid, str) and 0 < len(rid) <= MAX_RID_LEN and "\x00" not in rid:
-                return rid
-    except Exception:  # anything unreadable has no rid to echo
-        pass
-    return UNREADABLE_RID
-
-
-def _error(rid: str, message: str, stage: str = "coordinator") -> Error:
-    return Error(rid=rid, stage=stage, message=clip(message))
 
 
 @dataclass
@@ -387,7 +331,7 @@ class Coordinator:
         if live:
             log.error("%s: failing %d request(s)", reason, len(live))
         for rec in live:
-            self._finish(rec, _error(rec.rid, reason, stage="pipeline"))
+            self._finish(rec, error_reply(rec.rid, reason, stage="pipeline"))
 
     def _on_audio(self, sock) -> None:
         msg = framing.recv(sock)
@@ -401,7 +345,7 @@ class Coordinator:
             return  # a message of a request already failed/cancelled here
         if isinstance(msg, Audio):
             if msg.start != rec.samples:
-                self._finish(rec, _error(rec.rid, f"audio out of order: chunk starts at {msg.start}, expected {rec.samples}"),
+                self._finish(rec, error_reply(rec.rid, f"audio out of order: chunk starts at {msg.start}, expected {rec.samples}"),
                              release=True)
                 return
             rec.samples += int(msg.pcm.shape[0])
@@ -409,7 +353,7 @@ class Coordinator:
         elif isinstance(msg, End):
             tokens, samples = msg.totals.get("tokens", -1), msg.totals.get("samples", -1)
             if samples != rec.samples or samples != SAMPLES_PER_TOKEN * tokens:
-                msg = _error(rec.rid, f"audio lost: received {rec.samples} samples, HiFiGAN sent {samples} for {tokens} tokens")
+                msg = error_reply(rec.rid, f"audio lost: received {rec.samples} samples, HiFiGAN sent {samples} for {tokens} tokens")
             self._finish(rec, msg)
         elif isinstance(msg, Error):
             self._finish(rec, msg)
@@ -497,21 +441,21 @@ class Coordinator:
         identity, *frames = sock.recv_multipart(copy=False)
         identity = bytes(identity.buffer)
         if len(frames) > 1 and len(frames[0]) == 0:  # a REQ-style envelope: say so rather than "not MessagePack"
-            self._reply(identity, _error(readable_rid(frames[1:]), "the first frame is empty: a DEALER message is "
+            self._reply(identity, error_reply(readable_rid(frames[1:]), "the first frame is empty: a DEALER message is "
                                          "[header] with no empty delimiter frame (docs/wire-protocol.md, Frames)"))
             return
         try:
             msg = framing.decode(frames)
         except ProtocolError as e:
-            self._reply(identity, _error(readable_rid(frames), str(e)))
+            self._reply(identity, error_reply(readable_rid(frames), str(e)))
             return
         if isinstance(msg, Cancel):
             self._remote_cancel(identity, msg.rid)
             return
         if not isinstance(msg, Request):
-            reply: Message = _error(msg.rid, f"expected a request or a cancel, got {msg.KIND}")
+            reply: Message = error_reply(msg.rid, f"expected a request or a cancel, got {msg.KIND}")
         elif not RID_PATTERN.match(msg.rid):
-            reply = _error(msg.rid, "request id must be 1-64 of [A-Za-z0-9_.-]")
+            reply = error_reply(msg.rid, "request id must be 1-64 of [A-Za-z0-9_.-]")
         else:
             try:
                 check_text(msg.text)
@@ -524,12 +468,12 @@ class Coordinator:
                     self._to_t3(Request(rid=msg.rid, text=msg.text, params=resolved))
                 reply = Accepted(rid=msg.rid, params=resolved)
             except (ValueError, TypeError, RequestError) as e:
-                reply = _error(msg.rid, str(e))
+                reply = error_reply(msg.rid, str(e))
             except Exception as e:  # a bug, not the client's: it still gets its one reply
                 log.exception("admitting remote request %s failed", msg.rid[:64])
                 with self.lock:
                     self.records.pop(msg.rid, None)
-                reply = _error(msg.rid, f"internal error: {type(e).__name__}: {e}")
+                reply = error_reply(msg.rid, f"internal error: {type(e).__name__}: {e}")
         self._reply(identity, reply)
 
     def _remote_cancel(self, identity: bytes, rid: str) -> None:
@@ -537,9 +481,9 @@ class Coordinator:
         rec = self.records.get(rid)
         if rec is None:
             why = "has already ended" if rid in self.finished else "is not a request of this server"
-            self._reply(identity, _error(rid, f"cannot cancel {rid!r}: it {why}"))
+            self._reply(identity, error_reply(rid, f"cannot cancel {rid!r}: it {why}"))
         elif rec.owner != identity:
-            self._reply(identity, _error(rid, f"cannot cancel {rid!r}: it was submitted on another connection"))
+            self._reply(identity, error_reply(rid, f"cannot cancel {rid!r}: it was submitted on another connection"))
         else:
             self._cancel(rec)
 

@@ -28,10 +28,10 @@ from ipc.schema import (ERROR_TEXT_CHARS, PROTOCOL_VERSION, Accepted, Audio, Can
                         Welcome, topic)
 from ipc.sockets import SocketFactory
 from pipeline.api import Pipeline
-from pipeline.client import RemoteClient, Subscription
-from pipeline.coordinator import UNREADABLE_RID
+from pipeline.client import Subscription
 from pipeline.launcher import PipelineConfig
 from pipeline.models import ModelSpec
+from pipeline.request_checks import UNREADABLE_RID
 
 from .conftest import FAST
 
