@@ -2,6 +2,7 @@
 a drain timeout fails the rest with `shutting down`, a spent restart budget exits non-zero."""
 import os
 import re
+import select
 import signal
 import subprocess
 import threading
@@ -50,12 +51,21 @@ class Serve:
                 self.proc.kill()
                 self.proc.wait()
         for pid in self.stages.values():  # a stage outliving its server by more than a moment is an orphan
-            deadline = time.monotonic() + 5
-            while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]:
-                assert time.monotonic() < deadline, f"stage process {pid} outlived the server"
-                time.sleep(0.05)
+            assert exits_within(pid, 5.0), f"stage process {pid} outlived the server"
         assert list(self.run_base.glob("tts-*")) == [], "run directory left behind"
         return self.proc.returncode, "".join(self.lines) + rest
+
+
+def exits_within(pid: int, timeout: float) -> bool:
+    """Whether process `pid` (not our child: the server's) exits within `timeout` s, waited on with a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True  # gone already
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])  # readable once the process has exited
+    finally:
+        os.close(fd)
 
 
 def run_requests(server: Serve, n: int, params: dict, started: threading.Barrier, results: list) -> list[threading.Thread]:
