@@ -181,7 +181,8 @@ class Pipeline:
             params["voice"], notices = self.voice_for_file(voice_file)
         from pipeline.voices import check_voice_name
 
-        check_voice_name(self.config.voices_root(), params.get("voice"))  # an unknown voice fails here, named
+        # an unknown voice, or one made for the other model family, fails here, named
+        check_voice_name(self.config.voices_root(), params.get("voice"), self.config.model_kind)
         rid, sink, resolved = self.coordinator.submit(text, params, rid)
         handle = RequestHandle(self.coordinator, rid, sink, resolved)
         handle.notices = notices

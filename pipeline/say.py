@@ -292,7 +292,7 @@ def resolve_voice(o: SayOptions, log: Log) -> None:
             how = f"computed in {time.perf_counter() - t0:.2f} s" if files.computed else "found in the cache"
             log(f"voice of {o.voice_file}: {o.params['voice']} ({how}, {root})")
     if o.mode != "remote":  # a server checks the name against its own store
-        check_voice_name(root, o.params.get("voice"))
+        check_voice_name(root, o.params.get("voice"), _model_kind(o.model))
 
 
 def _start_stdin_reader(stream: BinaryIO, runner: Runner, plan, feedback: Feedback) -> None:

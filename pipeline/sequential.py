@@ -36,7 +36,8 @@ class Engine:
         self.t3: T3Part = load_t3_part(self.spec, max_slots=1)
         self.voices = voices if voices is not None else store_voices(self.t3.conds, self.t3.cfg, voices_dir)
         self.cfm: CFMPart = load_cfm_part(self.spec)
-        self.cfm_voices = cfm_store_voices(self.cfm.conds, self.cfm.flow.cfg, self.spec.device, voices_dir)
+        self.cfm_voices = cfm_store_voices(self.cfm.conds, self.cfm.flow.cfg, self.spec.device, voices_dir,
+                                           family=self.cfm.model)
         self.hift = load_hifigan_part(self.spec)
 
     def text_ids(self, text: str) -> list[int]:

@@ -38,9 +38,9 @@ def file_sha256(path: str | Path) -> str:
 
 
 def model_record(spec) -> dict[str, Any]:
-    """Which model made a voice (a pipeline.models.ModelSpec), for the manifest."""
+    """Which model made a voice (a pipeline.models.ModelSpec), for the manifest; `family` is what stages check."""
     return {"checkpoint": str(Path(spec.checkpoint).resolve()) if spec.checkpoint else None,
-            "preset": None if spec.checkpoint else spec.preset, "description": spec.describe()}
+            "preset": None if spec.checkpoint else spec.preset, "family": spec.kind, "description": spec.describe()}
 
 
 class VoiceLibrary:
@@ -119,16 +119,37 @@ class VoiceLibrary:
         return out
 
 
+def voice_model_spec(spec):
+    """`spec` with its model family fixed, for making voices: a checkpoint folder needs only the
+    conditioning files (ve.safetensors and the S3Gen file), not the whole layout, so the family comes
+    from --model, else the T3 file, else which S3Gen file is there. Both T3 files and no --model:
+    AmbiguousCheckpointError (a CheckpointError) asking for --model."""
+    from dataclasses import replace
+
+    from stages.common.layout import CHATTERBOX, MARKER_FILES, TURBO, AmbiguousCheckpointError
+    from stages.voice.checkpoint import S3GEN_FILE, TURBO_S3GEN_FILE
+
+    if spec.builtin or spec.model is not None:
+        return replace(spec, model=spec.kind)  # an unknown preset, or --model against the preset: ValueError
+    d = Path(spec.checkpoint)
+    markers = [k for k in (CHATTERBOX, TURBO) if (d / MARKER_FILES[k]).is_file()]
+    if len(markers) > 1:
+        raise AmbiguousCheckpointError(f"{d}: holds both the Chatterbox and the Chatterbox Turbo layout; "
+                                       "choose the voice's model with --model chatterbox|turbo")
+    turbo = markers == [TURBO] or (not markers and (d / TURBO_S3GEN_FILE).is_file() and not (d / S3GEN_FILE).is_file())
+    return replace(spec, model=TURBO if turbo else CHATTERBOX)
+
+
 def check_voice_checkpoint(spec) -> None:
     """Fail before reading any recording if the checkpoint cannot make voices (CheckpointError naming the files)."""
-    from stages.voice.checkpoint import S3GEN_FILE, VE_FILE
+    from stages.voice.checkpoint import S3GEN_FILE, TURBO_S3GEN_FILE, VE_FILE
 
     if spec.checkpoint is None:
         return
     from stages.common.weights import CheckpointError
 
     d = Path(spec.checkpoint)
-    missing = [f for f in (VE_FILE, S3GEN_FILE) if not (d / f).is_file()]
+    missing = [f for f in (VE_FILE, TURBO_S3GEN_FILE if spec.turbo else S3GEN_FILE) if not (d / f).is_file()]
     if not d.is_dir() or missing:
         raise CheckpointError(f"{d}: voice cloning needs {', '.join(missing) or 'a checkpoint directory'} "
                               "(the model itself runs from conds.pt without ve.safetensors)")
@@ -157,7 +178,7 @@ def add_voice_from_file(library: VoiceLibrary, name: str, recording: str | Path,
     check_voice_checkpoint(spec)
     audio = read_reference(recording, cfg)
     t0 = time.perf_counter()
-    models = load_voice_models(spec.checkpoint, spec.preset, spec.device)
+    models = load_voice_models(spec.checkpoint, spec.preset, spec.device, spec.kind)
     t1 = time.perf_counter()
     conds = compute_conditionals(models, audio, exaggeration, prompt_len)
     took = time.perf_counter() - t1
@@ -225,7 +246,8 @@ class VoiceFiles:
             if self.models is None:
                 from stages.voice.checkpoint import load_voice_models
 
-                self.models = load_voice_models(self.spec.checkpoint, self.spec.preset, self.spec.device)
+                self.models = load_voice_models(self.spec.checkpoint, self.spec.preset, self.spec.device,
+                                                self.spec.kind)
             t0 = time.perf_counter()
             conds = compute_conditionals(self.models, audio, FILE_EXAGGERATION, prompt_len)
             meta = {"source": source_record(recording, audio, sha), "model": model_record(self.spec),
@@ -261,23 +283,32 @@ class VoiceFiles:
                     pass
 
 
-def check_voice_name(root: str | Path | None, name: str | None) -> None:
-    """A request's `voice` before it is submitted: `default`, or a voice the store holds (VoiceStoreError names it)."""
+def check_voice_name(root: str | Path | None, name: str | None, family: str | None = None) -> None:
+    """A request's `voice` before it is submitted: `default`, or a voice the store holds, made for `family`
+    (the served model's; None: any). VoiceStoreError names the voice."""
     from stages.common.params import check_voice
     from stages.voice.store import DEFAULT_VOICE, store_for
 
     check_voice(name)
     if name is None or name == DEFAULT_VOICE:
         return
-    store_for(root if root is not None else default_voices_dir(), name).info(name)
+    store_for(root if root is not None else default_voices_dir(), name).info(name).check_family(family)
 
 
 def voice_config_of(spec) -> tuple[Any, int]:
-    """(VoiceConfig, T3 prompt length) of a ModelSpec, from config files only (no weights read)."""
-    from stages.t3.config import T3Config
-    from stages.voice.config import VoiceConfig
+    """(VoiceConfig, T3 prompt length) of a ModelSpec, from config files only (no weights read).
 
+    Turbo: its 15 s / 375-token T3 prompt, the > 5 s minimum and the -27 LUFS gain (VoiceConfig TURBO)."""
+    from dataclasses import replace
+
+    from stages.voice.config import TURBO_OVERRIDES, VoiceConfig
+
+    if spec.turbo:
+        from stages.t3.turbo_config import TurboT3Config as T3Config
+    else:
+        from stages.t3.config import T3Config
     if spec.checkpoint is None:
         return VoiceConfig.from_name(spec.preset), T3Config.from_name(spec.preset).prompt_len
     d = Path(spec.checkpoint)
-    return VoiceConfig.from_checkpoint_dir(d), T3Config.from_checkpoint_dir(d).prompt_len
+    cfg = VoiceConfig.from_checkpoint_dir(d)
+    return (replace(cfg, **TURBO_OVERRIDES) if spec.turbo else cfg), T3Config.from_checkpoint_dir(d).prompt_len

@@ -12,7 +12,7 @@ hold. Three limits per model, all checked on the segment exactly as T3 will see 
 | model | text tokens | expected speech tokens | characters | estimate | numbers from |
 |---|---|---|---|---|---|
 | `chatterbox` (presets `chatterbox`, `small`, `tiny`) | `T3Config.max_text_tokens` (2048) | `DEFAULT_MAX_NEW_TOKENS` (1000 = 40 s) | 350 | T3's default cap: 50 + 20 per text token | `stages/t3/config.py`, `stages/t3/sampling.py` |
-| `turbo` | 402 | 604 | 350 | speaking rate: 1.7 speech tokens per character | Turbo's training caps (no Turbo config in this tree yet) |
+| `turbo` (presets `turbo`, `turbo-small`, `turbo-tiny`) | 402 (counted with Turbo's GPT-2 tokenizer after Turbo's `punc_norm`) | 604 | 350 | speaking rate: 1.7 speech tokens per character | Turbo's training caps |
 
 For the base model the speech limit is the binding one: a segment is admitted only while
 T3's *default* speech-token cap for it (`default_max_new_tokens`, 50 + 20 per text token)
@@ -33,7 +33,6 @@ GARBLE_CHARS = 350  # characters past which users report garbled speech (chatter
 TURBO_TEXT_TOKENS = 402  # Turbo's training cap on text tokens per utterance
 TURBO_SPEECH_TOKENS = 604  # Turbo's training cap on speech tokens per utterance
 SPEECH_TOKENS_PER_CHAR = 1.7  # 25 speech tokens/s over ~15 characters/s of read English (150 wpm)
-TURBO_CHECKPOINT_FILE = "t3_turbo_v1.safetensors"  # marks a Turbo checkpoint directory
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,10 @@ def base_budget(t3_config=None) -> SegmentBudget:
                          speech_floor=DEFAULT_MIN_NEW_TOKENS, speech_per_text_token=DEFAULT_TOKENS_PER_TEXT_TOKEN)
 
 
-def turbo_budget() -> SegmentBudget:
-    return SegmentBudget("turbo", max_text_tokens=TURBO_TEXT_TOKENS, max_speech_tokens=TURBO_SPEECH_TOKENS,
+def turbo_budget(t3_config=None) -> SegmentBudget:
+    """Turbo's budget; a `TurboT3Config` whose text limit is lower than the training cap lowers it."""
+    text_cap = min(TURBO_TEXT_TOKENS, t3_config.max_text_tokens) if t3_config is not None else TURBO_TEXT_TOKENS
+    return SegmentBudget("turbo", max_text_tokens=text_cap, max_speech_tokens=TURBO_SPEECH_TOKENS,
                          max_chars=GARBLE_CHARS, speech_per_char=SPEECH_TOKENS_PER_CHAR)
 
 
@@ -80,34 +81,37 @@ BUDGETS: dict[str, Callable[[], SegmentBudget]] = {"chatterbox": base_budget, "t
 
 
 def budget_for(model: str, t3_config=None) -> SegmentBudget:
-    """The budget of a model family by name; the base model's numbers come from `t3_config` when given."""
+    """The budget of a model family by name; its numbers come from the family's T3 config when given."""
     if model not in BUDGETS:
         raise ValueError(f"no segment budget for model {model!r}; known: {', '.join(sorted(BUDGETS))}")
-    return base_budget(t3_config) if model == "chatterbox" else BUDGETS[model]()
+    return BUDGETS[model](t3_config)
 
 
 def model_family(spec) -> str:
-    """`turbo` for a Turbo checkpoint or preset, else `chatterbox` (the base model and its presets)."""
-    family = getattr(spec, "family", None)
-    if family:
-        return str(family)
-    if spec.checkpoint is not None and (Path(spec.checkpoint) / TURBO_CHECKPOINT_FILE).is_file():
-        return "turbo"
-    return "turbo" if str(spec.preset).startswith("turbo") else "chatterbox"
+    """The spec's family: its --model, else its preset's, else the checkpoint's detected layout."""
+    return spec.kind
 
 
-def utf8_bytes(text: str) -> int:
-    """An upper bound on byte-level BPE tokens (GPT-2, Turbo): every such token covers at least one byte."""
-    from stages.t3.text import punc_norm
-
-    return len(punc_norm(text).encode("utf-8"))
-
-
-def tokenizer_counter(tokenizer) -> TokenCounter:
-    """Text tokens exactly as T3 counts them: `punc_norm`, then the tokenizer (stages/t3/text.py)."""
-    from stages.t3.text import punc_norm
+def tokenizer_counter(tokenizer, punc_norm=None) -> TokenCounter:
+    """Text tokens exactly as T3 counts them: the family's `punc_norm`, then its tokenizer
+    (stages/t3/text.py for the base model, stages/t3/turbo_text.py for Turbo)."""
+    if punc_norm is None:
+        from stages.t3.text import punc_norm
 
     return lambda text: len(tokenizer.encode(punc_norm(text)))
+
+
+def turbo_for_model(spec) -> tuple[SegmentBudget, TokenCounter]:
+    """Turbo's budget and counter: its GPT-2 tokenizer (the checkpoint's files, or the built-in byte tokenizer)."""
+    from stages.t3.turbo_config import TurboT3Config
+    from stages.t3.turbo_text import TurboTokenizer, turbo_punc_norm
+
+    if spec.checkpoint is None:
+        cfg, tok = TurboT3Config.from_name(spec.preset), TurboTokenizer.builtin()
+    else:
+        d = Path(spec.checkpoint)
+        cfg, tok = TurboT3Config.from_checkpoint_dir(d), TurboTokenizer.from_dir(d)
+    return budget_for("turbo", cfg), tokenizer_counter(tok, turbo_punc_norm)
 
 
 def for_model(spec) -> tuple[SegmentBudget, TokenCounter]:
@@ -116,8 +120,8 @@ def for_model(spec) -> tuple[SegmentBudget, TokenCounter]:
     from stages.t3.text import TextTokenizer
 
     family = model_family(spec)
-    if family == "turbo":  # the Turbo tokenizer is not loadable here yet: count bytes, a safe upper bound
-        return budget_for("turbo"), utf8_bytes
+    if family == "turbo":
+        return turbo_for_model(spec)
     if spec.checkpoint is None:
         return budget_for(family, T3Config.from_name(spec.preset)), tokenizer_counter(TextTokenizer.builtin())
     d = Path(spec.checkpoint)

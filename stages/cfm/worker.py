@@ -51,7 +51,7 @@ class CFMWorker(ChainWorker):
         self.part, self.default_schedule = part, default_schedule
         dev = part.flow.encoder_proj.weight.device
         # without a store: the checkpoint's voice only
-        self.voices = voices if voices is not None else store_voices(part.conds, part.flow.cfg, dev)
+        self.voices = voices if voices is not None else store_voices(part.conds, part.flow.cfg, dev, family=part.model)
         if exact is None:
             exact = exact_batching({}, str(part.flow.encoder_proj.weight.device))
         self.batch = FlowBatch(part.flow, limits, exact)  # the running batch: one row per request at most
@@ -137,7 +137,7 @@ class CFMWorker(ChainWorker):
 def make_worker(args: StageArgs) -> CFMWorker:
     part = load_cfm_part(ModelSpec(**args.model, device=args.device))
     voices = store_voices(part.conds, part.flow.cfg, part.flow.encoder_proj.weight.device, args.options.get("voices_dir"),
-                          args.options.get("voice_cache_size"))
+                          args.options.get("voice_cache_size"), part.model)
     worker = CFMWorker(part, capacity=stage_capacity(args.options), exact=exact_batching(args.options, args.device),
                        voices=voices)
     # captured solver steps: on CUDA (unless --no-cuda-graphs) with padded batching, every shape at start-up

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Hashable, Mapping, Protocol
 
+from stages.common.layout import CHATTERBOX, TURBO
 from stages.common.params import DEFAULT_VOICE
 from stages.t3.conds import T3Conditionals
 from stages.t3.config import T3Config
@@ -49,13 +50,17 @@ def store_voices(conds: T3Conditionals, cfg: T3Config, root=None, size: int | No
     """The stage's resolver: the checkpoint's voice as `default`, every voice of the store at `root` by name.
 
     T3 loads only its part of a stored voice (speaker embedding, prompt tokens, stored
-    exaggeration), checked against `cfg`, and keeps it in a bounded LRU keyed by its content hash.
+    exaggeration; Turbo: the first two), checked against `cfg` (a base or a Turbo T3 config, which
+    also picks the family of voices it accepts), and keeps it in a bounded LRU keyed by its content hash.
     """
     from stages.voice.resolve import DEFAULT_VOICE_CACHE_SIZE, StoredVoices
 
+    from stages.t3.turbo_config import TurboT3Config
+
+    family = TURBO if isinstance(cfg, TurboT3Config) else CHATTERBOX  # Turbo's voices have no emotion input
     conds.check(cfg, f"voice {DEFAULT_VOICE!r}")
-    return StoredVoices(conds, conds.cache_key(), root, lambda store, name: store.load_t3(name, cfg), "t3",
-                        size or DEFAULT_VOICE_CACHE_SIZE)
+    return StoredVoices(conds, conds.cache_key(), root, lambda store, name: store.load_t3(name, cfg, family), "t3",
+                        size or DEFAULT_VOICE_CACHE_SIZE, family)
 
 
 def voice_sampling(sampling, conds: T3Conditionals, voice: str | None, given: Mapping):

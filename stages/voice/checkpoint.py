@@ -155,9 +155,12 @@ def build_builtin_campplus(cfg: CAMPPlusConfig) -> CAMPPlus:
     return _materialise(model, strip_prefix(builtin_campplus_weights(cfg), CAMPPLUS_PREFIX))
 
 
-def load_voice_models(checkpoint_dir: str | Path | None = None, preset: str = "tiny", device: str = "cpu"):
-    """The conditioning models of a checkpoint folder (ve.safetensors + s3gen.safetensors), or the built-in
-    random-weight ones at `preset` sizes when `checkpoint_dir` is None. -> stages.voice.conditioning.VoiceModels.
+def load_voice_models(checkpoint_dir: str | Path | None = None, preset: str = "tiny", device: str = "cpu",
+                      model: str | None = None):
+    """The conditioning models of a checkpoint folder (ve.safetensors + s3gen.safetensors, or Turbo's
+    s3gen_meanflow.safetensors), or the built-in random-weight ones at `preset` sizes when `checkpoint_dir`
+    is None. -> stages.voice.conditioning.VoiceModels. `model` ("chatterbox" / "turbo") picks the layout
+    of a folder holding both; None = by the files present.
 
     ve.safetensors is needed only here (voice cloning): a checkpoint without it still runs
     its conds.pt voice, and gets this error only when a voice is made from a recording.
@@ -171,7 +174,10 @@ def load_voice_models(checkpoint_dir: str | Path | None = None, preset: str = "t
                              build_builtin_campplus(cfg.campplus))
     else:
         d = Path(checkpoint_dir)
-        turbo = (d / TURBO_S3GEN_FILE).is_file() and not (d / S3GEN_FILE).is_file()  # Turbo's layout
+        if model is None:  # Turbo's layout: its meanflow S3Gen file and not the base one
+            turbo = (d / TURBO_S3GEN_FILE).is_file() and not (d / S3GEN_FILE).is_file()
+        else:
+            turbo = model == "turbo"
         s3gen = TURBO_S3GEN_FILE if turbo else S3GEN_FILE
         missing = [f for f in (VE_FILE, s3gen) if not (d / f).is_file()]
         if missing:

@@ -7,8 +7,8 @@ On every request the voice's manifest (one small JSON) is read again, and the pa
 hash in it is the LRU key: a name re-recorded with `voice add --force` has a new hash, so it
 is loaded afresh and never served stale, while every later request with an unchanged voice
 reads nothing but the manifest. Voices with equal tensors share an entry whatever their
-names. A name the store does not hold, or a damaged voice, raises VoiceStoreError (a
-ValueError) naming the voice: that request fails, nothing else.
+names. A name the store does not hold, a damaged voice, or a voice made for the other model
+family raises VoiceStoreError (a ValueError) naming the voice: that request fails, nothing else.
 """
 from __future__ import annotations
 
@@ -31,16 +31,18 @@ class StoredVoices(Generic[T]):
     """`default` (or None) -> the checkpoint's voice; any other name -> the stored voice's part, cached by content hash.
 
     `load(store, name)` returns (part, key) for a stored voice (VoiceStore.load_t3 / load_cfm
-    plus any device move); `part` is the manifest's hash it keys on ("t3" or "cfm").
+    plus any device move); `part` is the manifest's hash it keys on ("t3" or "cfm"); `family` is
+    the stage's model family, checked on every request before the cache (None: any).
     """
 
     def __init__(self, default: T, default_key: Hashable, root: str | Path | None,
-                 load: Callable[[VoiceStore, str], tuple[T, str]], part: str, size: int = DEFAULT_VOICE_CACHE_SIZE):
+                 load: Callable[[VoiceStore, str], tuple[T, str]], part: str, size: int = DEFAULT_VOICE_CACHE_SIZE,
+                 family: str | None = None):
         if size < 1:
             raise ValueError(f"voice cache size must be >= 1, got {size}")
         self.default, self.default_key = default, default_key
         self.root = Path(root) if root is not None else None
-        self.load, self.part, self.size = load, part, size
+        self.load, self.part, self.size, self.family = load, part, size, family
         self.entries: OrderedDict[str, T] = OrderedDict()
         self.loads = self.hits = 0
         self._lock = threading.Lock()  # a stage resolves in its loop thread; the lock keeps other callers safe
@@ -51,7 +53,8 @@ class StoredVoices(Generic[T]):
         if self.root is None:
             raise VoiceStoreError(f"unknown voice {name!r}: this stage has no voices folder (only {DEFAULT_VOICE!r})")
         store = store_for(self.root, name)
-        key = store.info(name).manifest["hash"].get(self.part)  # unknown / invalid / unreadable: names the voice
+        # unknown / invalid / unreadable / the other family's: names the voice
+        key = store.info(name).check_family(self.family).manifest["hash"].get(self.part)
         with self._lock:
             if key in self.entries:
                 self.hits += 1

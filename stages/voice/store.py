@@ -1,6 +1,6 @@
 """The voice store, read side and file format: one folder per voice, tensors in safetensors, a small JSON.
 
-    <voices dir>/<name>/voice.json          manifest: format, exaggeration, content hashes, source, model
+    <voices dir>/<name>/voice.json          manifest: format, exaggeration, content hashes, source, model (and its family)
     <voices dir>/<name>/voice.safetensors   t3.speaker_emb, t3.cond_prompt_speech_tokens, t3.emotion_adv,
                                             gen.prompt_token, gen.prompt_token_len, gen.prompt_feat, gen.embedding
 
@@ -10,6 +10,11 @@ written. A stage reads only its part (safetensors opens lazily, per key): T3 the
 tensors, CFM the `gen.*` ones, and checks them against the part's content hash in the
 manifest. The hashes (sha256 over names, dtypes, shapes and bytes) are the cache keys: the
 same recording made into the same voice gives the same keys under any name.
+
+A voice belongs to the model family it was made with (manifest `model.family`, "chatterbox"
+when absent, as in voices written before Turbo): Turbo's voices have a 15 s / 375-token T3
+prompt and a -27 LUFS gain, the base model's 6 s / 150 tokens and none, so a stage of one
+family refuses the other's voices with an error saying how to make one for it.
 
 Writing (add / remove, the default folder) is the system's job: pipeline/voices.py, which
 uses `write_voice_files` here so the format is defined in one place. Never pickle.
@@ -26,6 +31,7 @@ from typing import Any
 import torch
 
 from stages.cfm.conds import FlowConditionals
+from stages.common.layout import CHATTERBOX, MODEL_KINDS, TURBO
 from stages.t3.conds import T3Conditionals
 from stages.voice.conds import GEN_FIELDS, T3_FIELDS, VoiceConditionals
 
@@ -118,6 +124,30 @@ class VoiceInfo:
     def exaggeration(self) -> float:
         return float(self.manifest["exaggeration"])
 
+    @property
+    def family(self) -> str:
+        """The model family the voice was made for ("chatterbox" for voices that predate the field)."""
+        return voice_family(self.manifest)
+
+    def check_family(self, family: str | None) -> "VoiceInfo":
+        """VoiceStoreError unless the voice was made for `family` (None: any)."""
+        if family is not None and self.family != family:
+            raise VoiceStoreError(
+                f"voice {self.name!r} was made for the {FAMILY_NAMES[self.family]} model and this one runs "
+                f"{FAMILY_NAMES[family]}: make a voice for it from the same recording (tts-pipeline voice add "
+                f"NEW_NAME RECORDING with the --checkpoint or --preset this model runs)")
+        return self
+
+
+FAMILY_NAMES = {CHATTERBOX: "Chatterbox", TURBO: "Chatterbox Turbo"}  # as messages name the families
+
+
+def voice_family(manifest: dict[str, Any]) -> str:
+    """A manifest's model family; a voice written before the field existed was made for the base model."""
+    model = manifest.get("model")
+    family = model.get("family") if isinstance(model, dict) else None
+    return family if family in MODEL_KINDS else CHATTERBOX
+
 
 class VoiceStore:
     """Read access to the voices under `root` (cheap: a lookup reads one small JSON)."""
@@ -177,13 +207,21 @@ class VoiceStore:
         info = self.info(name)
         return VoiceConditionals.from_tensors(self._read(info, ALL_KEYS, "voice"))
 
-    def load_t3(self, name: str, cfg=None) -> tuple[T3Conditionals, str]:
-        """(T3's part, its cache key): speaker embedding, prompt tokens, stored exaggeration; checked against `cfg`."""
+    def load_t3(self, name: str, cfg=None, family: str | None = None):
+        """(T3's part, its cache key): speaker embedding, prompt tokens, stored exaggeration; checked against `cfg`.
+
+        family "turbo" -> a TurboT3Conditionals (no emotion input), else a T3Conditionals; a voice
+        made for the other family is refused (VoiceStoreError)."""
         from stages.common.weights import CheckpointError
 
-        info = self.info(name)
+        info = self.info(name).check_family(family)
         t = self._read(info, T3_KEYS, "t3")
-        conds = T3Conditionals(t["t3.speaker_emb"], t["t3.cond_prompt_speech_tokens"], t["t3.emotion_adv"])
+        if family == TURBO:
+            from stages.t3.turbo_conds import TurboT3Conditionals
+
+            conds = TurboT3Conditionals(t["t3.speaker_emb"], t["t3.cond_prompt_speech_tokens"])
+        else:
+            conds = T3Conditionals(t["t3.speaker_emb"], t["t3.cond_prompt_speech_tokens"], t["t3.emotion_adv"])
         if cfg is not None:
             try:
                 conds.check(cfg, f"voice {name!r}")
@@ -191,9 +229,10 @@ class VoiceStore:
                 raise VoiceStoreError(str(e)) from e
         return conds, info.t3_key
 
-    def load_cfm(self, name: str, cfg=None) -> tuple[FlowConditionals, str]:
-        """(The flow's part, its cache key): prompt tokens, prompt mel (aligned to 2 frames per token), x-vector."""
-        info = self.info(name)
+    def load_cfm(self, name: str, cfg=None, family: str | None = None) -> tuple[FlowConditionals, str]:
+        """(The flow's part, its cache key): prompt tokens, prompt mel (aligned to 2 frames per token), x-vector.
+        A voice made for another `family` than the stage's is refused (VoiceStoreError)."""
+        info = self.info(name).check_family(family)
         t = self._read(info, CFM_KEYS, "cfm")
         tokens, feat, emb = t["gen.prompt_token"], t["gen.prompt_feat"], t["gen.embedding"]
         n = min(tokens.size(1), feat.size(1) // 2)

@@ -102,12 +102,22 @@ def test_bad_recordings(tmp_path, no_models, kind, message):
     (["voice", "add", "v", "REF", "--exaggeration", "-1"], "exaggeration must be a finite number >= 0, got -1.0"),
     (["voice", "add", "v", "REF", "--exaggeration", "nan"], "exaggeration must be a finite number >= 0"),
     (["voice", "add", "v", "REF", "--checkpoint", "CKPT"], "voice cloning needs ve.safetensors, s3gen.safetensors"),
+    (["voice", "add", "v", "REF", "--preset", "turbo-tiny"], "ref.wav: is 1.72 s long; a voice needs more than 5 s of speech"),
+    (["voice", "add", "v", "REF", "--preset", "turbo-tiny", "--model", "chatterbox"],
+     "--model chatterbox does not match the built-in preset 'turbo-tiny'"),
+    (["voice", "add", "v", "REF", "--checkpoint", "TURBO"], "voice cloning needs ve.safetensors, s3gen_meanflow.safetensors"),
+    (["voice", "add", "v", "REF", "--checkpoint", "BOTH"], "holds both the Chatterbox and the Chatterbox Turbo layout; "
+                                                          "choose the voice's model with --model chatterbox|turbo"),
     (["voice", "rm", "nobody"], "unknown voice 'nobody'"),
     (["voice", "rm", "default"], "cannot be removed"),
 ])
 def test_bad_names_and_options(tmp_path, ref, no_models, args, message):
-    (tmp_path / "ckpt").mkdir()
-    args = [str(ref) if a == "REF" else str(tmp_path / "ckpt") if a == "CKPT" else a for a in args]
+    dirs = {"CKPT": [], "TURBO": ["t3_turbo_v1.safetensors"], "BOTH": ["t3_cfg.safetensors", "t3_turbo_v1.safetensors"]}
+    for d, files in dirs.items():  # checkpoint folders: an empty one, a Turbo T3 alone, both T3 files
+        (tmp_path / d).mkdir()
+        for f in files:
+            (tmp_path / d / f).write_bytes(b"")
+    args = [str(ref) if a == "REF" else str(tmp_path / a) if a in dirs else a for a in args]
     r = invoke(*args, "--voices-dir", str(tmp_path / "voices"))
     assert r.exit_code == 1 and message in r.stderr
 

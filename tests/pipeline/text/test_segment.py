@@ -5,7 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.text.budget import SegmentBudget, base_budget, tokenizer_counter, turbo_budget, utf8_bytes
+from pipeline.models import ModelSpec
+from pipeline.text.budget import SegmentBudget, base_budget, for_model, tokenizer_counter
 from pipeline.text.segment import TAG, normalise, segment_text
 from stages.t3.text import TextTokenizer
 
@@ -122,13 +123,36 @@ def test_base_budget_is_the_default_cap_under_the_ceiling():
     assert max(s.text_tokens for s in seg.segments) <= 47 and max(s.expected_speech_tokens for s in seg.segments) <= 1000
 
 
-def test_turbo_budget_counts_bytes_and_keeps_under_its_training_caps():
-    tb = turbo_budget()
-    assert (tb.max_text_tokens, tb.max_speech_tokens, tb.max_chars) == (402, 604, 350)
-    text = " ".join(f"Sentence {i} is a plain sentence, of some length." for i in range(60))
-    seg = segment_text(text, tb, utf8_bytes)
+def test_turbo_budget_counts_turbo_tokens_and_keeps_under_its_training_caps():
+    """Turbo segments are counted with Turbo's own front end (its punc_norm, its GPT-2 BPE with the tags as single
+    tokens), exactly as its T3 encodes them: here the golden turbo-tiny tokenizer files."""
+    from stages.t3.turbo_config import TurboT3Config
+    from stages.t3.turbo_text import TurboTokenizer, encode_turbo_text
+    from tests.golden_turbo import TURBO_DIR
+
+    tb, count = for_model(ModelSpec(checkpoint=TURBO_DIR, model="turbo"))
+    assert (tb.model, tb.max_text_tokens, tb.max_speech_tokens, tb.max_chars) == ("turbo", 402, 604, 350)
+    tok, cfg = TurboTokenizer.from_dir(TURBO_DIR), TurboT3Config.from_checkpoint_dir(TURBO_DIR)
+    for text in ("Hello world", "Oh that's hilarious [laugh], anyway [clear throat] where were we?"):
+        assert count(text) == len(encode_turbo_text(text, tok, cfg))
+    assert count("Hello world") == 4  # [649, 916, 582] + the full stop Turbo's punc_norm adds
+    assert count("[laugh]") < len("[laugh]")  # a tag is one token, not its bytes
+    text = " ".join(f"Sentence {i} is a plain sentence, of some length [laugh]." for i in range(60))
+    seg = segment_text(text, tb, count)
     assert all(len(s.text) <= 350 and s.text_tokens <= 402 and s.expected_speech_tokens <= 604 for s in seg.segments)
+    assert all(s.text_tokens == count(s.text) for s in seg.segments)
     assert len(seg.segments) > 1 and re.fullmatch(r".*\.", seg.texts[0])
+
+
+def test_the_built_in_turbo_presets_count_with_the_built_in_byte_tokenizer():
+    from stages.t3.turbo_config import TurboT3Config
+    from stages.t3.turbo_text import TurboTokenizer, encode_turbo_text
+
+    tb, count = for_model(ModelSpec(preset="turbo-tiny"))
+    assert tb.model == "turbo" and tb.max_text_tokens == 402
+    text = "Ünïcode bytes, and a tag [laugh]"
+    assert count(text) == len(encode_turbo_text(text, TurboTokenizer.builtin(), TurboT3Config.from_name("turbo-tiny")))
+    assert count(text) == len("Ünïcode bytes, and a tag ".encode()) + 1 + 1  # bytes, the tag as one id, the "."
 
 
 def test_a_long_line_goes_to_pysbd_in_blocks_without_moving_a_boundary(monkeypatch):
