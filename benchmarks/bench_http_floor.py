@@ -35,13 +35,17 @@ class InstantBackend:
     remote = False
 
     def __init__(self):
+        from pipeline.http.backend import Served
         from stages.cfm.schedule import ChunkSchedule
 
-        self.schedule = ChunkSchedule()
+        self._served = Served("chatterbox", ChunkSchedule())
         self.pcm = [np.zeros(n, np.float32) for n in CHUNKS]
 
     def describe(self):
         return {"description": "instant backend (bench_http_floor)"}
+
+    def served(self):
+        return self._served
 
     def start(self):
         pass
@@ -152,7 +156,7 @@ def main() -> None:
         from pipeline.params import resolve_params
 
         t0 = time.perf_counter()
-        resolve_params({"seed": 1}, backend.schedule)  # the validation the API does too
+        resolve_params({"seed": 1}, backend.served().schedule)  # the validation the API does too
         for _ in backend.open("Hello there.", {}):
             return time.perf_counter() - t0
 

@@ -20,7 +20,7 @@ MAX_RID_LEN = 128  # request ids are short identifiers, never payloads
 MAX_TEXT_CHARS = 100_000  # far above any sane utterance; keeps a header from carrying a novel
 MAX_ERROR_CHARS = 16_384  # an error's `message` on the wire; senders cut theirs well below (ERROR_TEXT_CHARS)
 ERROR_TEXT_CHARS = 2_000  # what senders cut an error text to: it may echo a bad value, and must still fit
-MAX_NAME_CHARS = 64  # stage names and end reasons
+MAX_NAME_CHARS = 64  # stage names, end reasons and model family names
 # Published messages carry a topic frame: the request id's UTF-8 bytes, then this byte. ZeroMQ
 # filters by prefix, so subscribing to b"a1\0" can never match request "a10" (rids hold no NUL).
 TOPIC_END = b"\x00"
@@ -174,8 +174,21 @@ class Welcome(Message):
     KIND: ClassVar[str] = "welcome"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Info(Message):
+    """What a server runs, for a remote client that validates requests before sending them.
+
+    A client asks with an `info` of its own rid (its fields empty: the server does not read them);
+    the coordinator answers on the request socket with the same rid and the fields filled.
+    """
+
+    KIND: ClassVar[str] = "info"
+    model: str = ""  # the model family, "chatterbox" or "turbo" ("" in the ask)
+    schedule: Mapping[str, Any] = field(default_factory=dict)  # the default chunk schedule ({} in the ask)
+
+
 KINDS: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (Request, Tokens, Mel, Audio, End, Error, Cancel, Ready, Accepted, Welcome)
+    cls.KIND: cls for cls in (Request, Tokens, Mel, Audio, End, Error, Cancel, Ready, Accepted, Welcome, Info)
 }
 
 # Header keys every message has, beyond its own fields (see framing.py).
@@ -256,6 +269,14 @@ def validate_fields(cls: type[Message], values: Mapping[str, Any]) -> None:
             raise ProtocolError("field 'pid' must be an integer")
         if not isinstance(values["info"], Mapping):
             raise ProtocolError("field 'info' must be a map")
+    elif cls is Info:
+        _check_str("model", values["model"], MAX_NAME_CHARS)
+        schedule = values["schedule"]
+        if not isinstance(schedule, Mapping):
+            raise ProtocolError("field 'schedule' must be a map")
+        for k, v in schedule.items():
+            if not isinstance(k, str) or not isinstance(v, PARAM_TYPES):
+                raise ProtocolError(f"schedule knob {shown(k)} must map a name to a scalar, got {type(v).__name__}")
 
 
 def validate_array(cls: type[Message], name: str, dtype: str, shape: tuple[int, ...]) -> None:

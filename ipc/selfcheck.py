@@ -11,7 +11,8 @@ import numpy as np
 
 from ipc import framing
 from ipc.endpoints import Endpoints
-from ipc.schema import KINDS, Accepted, Audio, Cancel, End, Error, Mel, Message, Ready, Request, Tokens, Welcome
+from ipc.schema import (KINDS, Accepted, Audio, Cancel, End, Error, Info, Mel, Message, Ready, Request, Tokens,
+                        Welcome)
 from ipc.sockets import SocketFactory
 
 RECV_TIMEOUT_MS = 5000  # a message not back within 5 s means the wire is broken
@@ -30,6 +31,7 @@ def example_messages() -> list[Message]:
         Ready(rid="selfcheck", seq=7, stage="selfcheck", pid=0, info={}),
         Accepted(rid="selfcheck", seq=8, params={"seed": 0}),
         Welcome(rid="selfcheck", seq=0),
+        Info(rid="selfcheck", seq=0, model="chatterbox", schedule={"n_timesteps": 10, "prompt_tokens": "all"}),
     ]
 
 

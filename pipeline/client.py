@@ -6,6 +6,9 @@ submit, so it receives every chunk from the first. Late subscribers get the requ
 messages re-published; repeats are dropped by sequence number. A request's topic is its id
 followed by `TOPIC_END`, so request `a1` never sees the messages of `a10`.
 
+`info()` asks the server what it runs (model family, default chunk schedule), so a front end
+can validate requests with the server's rules before sending them.
+
 Every request ends with exactly one terminal message: `end` (reason `stop`, `length` or
 `cancelled`) or `error`. Closing a client (or its process ending) cancels the requests it
 submitted: the server sees the connection go away.
@@ -19,7 +22,7 @@ from typing import Any, Iterator
 import zmq
 
 from ipc import framing
-from ipc.schema import Accepted, Audio, Cancel, End, Error, Message, Request, Welcome, topic
+from ipc.schema import Accepted, Audio, Cancel, End, Error, Info, Message, Request, Welcome, topic
 from ipc.sockets import SocketFactory
 
 HANDSHAKE_TIMEOUT_MS = 10_000  # a server that does not welcome a subscription within 10 s is not there
@@ -28,6 +31,9 @@ REPLY_TIMEOUT_MS = 30_000  # accepted/error reply to a submitted request
 # server that went silent (killed, or a network gone): an idle timeout, not a heartbeat, so it must stay
 # above the longest wait for a first chunk in a full queue (max-queue requests ahead, seconds each).
 IDLE_TIMEOUT_S = 60.0
+# A server from before the `info` kind refuses it as it refuses any kind it does not know, with an error
+# reply saying so (ipc/framing.py): such a server runs the base model with the default chunk schedule.
+UNKNOWN_KIND = "unknown message kind"
 
 
 class RemoteError(RuntimeError):
@@ -88,14 +94,27 @@ class RemoteClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _reply(self, rid: str) -> Message:
+    def _reply(self, rid: str, timeout_ms: int = REPLY_TIMEOUT_MS) -> Message:
         """The server's reply to our request `rid` (replies to earlier messages, e.g. a late cancel's, are skipped)."""
-        deadline = time.monotonic() + REPLY_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + timeout_ms / 1000
         while (left := deadline - time.monotonic()) > 0 and self.dealer.poll(int(left * 1000) + 1):
             reply = framing.recv(self.dealer)
             if reply.rid == rid and not isinstance(reply, Welcome):  # welcome "*": the server's liveness probe
                 return reply
         raise RemoteError(f"no reply from {self.requests_endpoint}")
+
+    def info(self, timeout_ms: int = REPLY_TIMEOUT_MS) -> Info | None:
+        """What the server runs (its model family and default chunk schedule); None from a server that
+        predates the `info` kind. Raises RemoteError when the server does not answer within `timeout_ms`."""
+        rid = uuid.uuid4().hex
+        framing.send(self.dealer, Info(rid=rid))
+        reply = self._reply(rid, timeout_ms)
+        if isinstance(reply, Info):
+            return reply
+        if isinstance(reply, Error) and UNKNOWN_KIND in reply.message:
+            return None
+        raise RemoteError(f"unexpected reply to info: {reply.KIND}"
+                          + (f" ({reply.stage}: {reply.message})" if isinstance(reply, Error) else ""))
 
     def stream(self, text: str, **params: Any) -> Iterator[Audio]:
         """Audio messages of one request, from the first; raises RemoteError when it is rejected or fails.

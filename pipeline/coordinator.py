@@ -3,7 +3,7 @@
 It runs as one thread of the launching process and owns every socket it uses:
 - `requests` PUSH -> T3 (requests, cancels); `audio` PULL <- HiFiGAN (audio, end, error, cancel);
 - `pub` XPUB -> subscribers: every message of every request, topic = request id + TOPIC_END;
-- `remote` ROUTER <- remote clients (`tts-pipeline serve`): request / cancel, replies accepted / error;
+- `remote` ROUTER <- remote clients (`tts-pipeline serve`): request / cancel / info, replies accepted / error / info;
 - `wake` inproc PULL <- in-process callers and the stage watcher (requests, cancels, stage deaths).
 
 The rules it keeps (docs/architecture.md "Admission", docs/wire-protocol.md):
@@ -45,7 +45,7 @@ from typing import Any
 import zmq
 
 from ipc import framing
-from ipc.schema import (MAX_RID_LEN, TOPIC_END, Accepted, Audio, Cancel, End, Error, Message,
+from ipc.schema import (MAX_RID_LEN, TOPIC_END, Accepted, Audio, Cancel, End, Error, Info, Message,
                         ProtocolError, Request, Welcome, clip, topic)
 from ipc.sockets import SocketFactory
 from pipeline.longform_coord import LongFormRequests, Planner
@@ -54,6 +54,7 @@ from pipeline.request_checks import (RID_PATTERN, RequestError, ServerBusy, erro
 from stages.common.accounting import SAMPLES_PER_TOKEN
 from stages.common.chain import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE
 from stages.cfm.schedule import ChunkSchedule
+from stages.common.layout import CHATTERBOX
 
 REPLAY_FINISHED = 64  # finished requests kept for late subscribers (their messages re-published on subscribe)
 # Replay memory: one request keeps at most 4 MiB of published frames (~43 s of float32 audio: the 1000-token
@@ -104,6 +105,7 @@ class Coordinator:
         self.sockets, self.schedule = sockets, schedule or ChunkSchedule()
         self.max_inflight, self.max_queue = max_inflight, max_queue
         self.longform = LongFormRequests(self, Planner(model))  # long texts: one public id, segments inside
+        self.model_kind = self.longform.planner.model_kind() or CHATTERBOX  # answered to `info`
         self.to_t3 = sockets.socket("PUSH", endpoint("t3"))
         self.audio = sockets.socket("PULL", endpoint("audio"))
         self.pub = sockets.socket("XPUB", endpoint("pub"), hwm=PUB_HWM, XPUB_VERBOSE=1)  # see every subscription, repeats too
@@ -452,8 +454,11 @@ class Coordinator:
         if isinstance(msg, Cancel):
             self._remote_cancel(identity, msg.rid)
             return
+        if isinstance(msg, Info):  # what this server runs: a front end validates requests with it
+            self._reply(identity, Info(rid=msg.rid, model=self.model_kind, schedule=self.schedule.to_dict()))
+            return
         if not isinstance(msg, Request):
-            reply: Message = error_reply(msg.rid, f"expected a request or a cancel, got {msg.KIND}")
+            reply: Message = error_reply(msg.rid, f"expected a request, a cancel or an info, got {msg.KIND}")
         elif not RID_PATTERN.match(msg.rid):
             reply = error_reply(msg.rid, "request id must be 1-64 of [A-Za-z0-9_.-]")
         else:

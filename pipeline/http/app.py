@@ -6,6 +6,7 @@ started by the app's lifespan and closed with it. Endpoints, fields and errors: 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from pipeline.http import voices
 from pipeline.http.encoders import MEDIA_TYPES, Encoder, available_formats
 from pipeline.http.limits import DEFAULT_MAX_STREAMS, MAX_BODY_BYTES, Slots
 from pipeline.http.metrics import Metrics
-from pipeline.http.responses import SpeechResponse, StreamAborted, error_response
+from pipeline.http.responses import SpeechResponse, StreamAborted, error_response, refusal_outcome
 from pipeline.http.schema import MAX_INPUT_CHARS, ApiError, parse_json, prepare, validate_body
 from pipeline.http.streaming import RequestRun
 
@@ -69,9 +70,25 @@ class Context:
         return RequestRun(self.backend, prepared.text, prepared.params, encoder, self.metrics, endpoint,
                           release=self.slots.release).start()
 
-    def model_card(self) -> dict:
-        return {"id": voices.MODEL_ID, "object": "model", "created": self.created, "owned_by": "resemble-ai",
-                "aliases": list(voices.OPENAI_MODELS), **self.backend.describe()}
+    async def served(self):
+        """What the pipeline runs (backend.Served). A remote server not reached yet is asked first; 503 when it
+        does not answer (its model family decides how a request is validated, so nothing is guessed)."""
+        served = self.backend.served()
+        if served is None and self.backend.remote:
+            await asyncio.to_thread(self.backend.probe)
+            served = self.backend.served()
+        if served is None:
+            raise ApiError(503, f"not ready: {self.backend.status().reason}", code="not_ready")
+        return served
+
+    def model_card(self, served) -> dict:
+        """OpenAI's model object, plus what this server runs: its family, description and the defaults of its knobs."""
+        from stages.common.params import SAMPLING
+
+        sampling = {f.name: f.default for f in dataclasses.fields(SAMPLING[served.kind])}
+        return {"id": voices.model_id(served.kind), "object": "model", "created": self.created,
+                "owned_by": "resemble-ai", "aliases": voices.model_aliases(served.kind), **self.backend.describe(),
+                "sampling_defaults": sampling, "schedule_defaults": served.schedule.to_dict()}
 
 
 def create_app(backend, settings: ServerSettings = ServerSettings(),
@@ -108,6 +125,10 @@ def create_app(backend, settings: ServerSettings = ServerSettings(),
         return JSONResponse(ApiError(exc.status_code, message, code=CODES.get(exc.status_code)).body(),
                             status_code=exc.status_code)
 
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc):  # raised by an endpoint that has no error path of its own (ctx.served)
+        return error_response(exc, settings.retry_after_s)
+
     @app.exception_handler(Exception)
     async def internal_error(request, exc):  # logged with its traceback here; the client gets no trace
         if not isinstance(exc, StreamAborted):  # a stream cut off on purpose: server.py logs it in one line
@@ -128,7 +149,9 @@ def create_app(backend, settings: ServerSettings = ServerSettings(),
     @app.get("/readyz")
     async def readyz():
         st = await asyncio.to_thread(backend.probe) if backend.remote else backend.status()
-        body = {"ready": st.ready, "reason": st.reason, "active": st.active, "queued": st.queued,
+        served = backend.served()  # (remote: known once a probe reached the server)
+        body = {"ready": st.ready, "reason": st.reason, "model": voices.model_id(served.kind) if served else None,
+                "active": st.active, "queued": st.queued,
                 "stages": {k: {"alive": v.alive, "restarts": v.restarts, "state": v.state} for k, v in st.stages.items()},
                 "streams": ctx.slots.used}
         headers = None if st.ready else {"Retry-After": str(settings.retry_after_s)}
@@ -140,13 +163,17 @@ def create_app(backend, settings: ServerSettings = ServerSettings(),
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [ctx.model_card()]}
+        return {"object": "list", "data": [ctx.model_card(await ctx.served())]}
 
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str):
-        if model_id != voices.MODEL_ID and model_id not in voices.OPENAI_MODELS:
-            raise StarletteHTTPException(404, f"model {model_id!r} not found; available: {voices.MODEL_ID}")
-        return ctx.model_card()
+        served = await ctx.served()
+        try:
+            voices.check_model(model_id, served.kind)
+        except voices.UnknownName:
+            raise StarletteHTTPException(404, f"model {model_id!r} not found; available: "
+                                              f"{voices.model_id(served.kind)}") from None
+        return ctx.model_card(served)
 
     @app.get("/v1/audio/voices")
     async def list_voices():
@@ -156,10 +183,10 @@ def create_app(backend, settings: ServerSettings = ServerSettings(),
     async def speech(request: Request):
         try:
             body = validate_body(parse_json(await request.body()))
-            prepared = prepare(body, ctx.formats, backend.schedule, settings.max_input_chars,
-                              getattr(backend, "voices_dir", None))
+            prepared = prepare(body, ctx.formats, await ctx.served(), settings.max_input_chars,
+                               getattr(backend, "voices_dir", None))
         except ApiError as e:
-            ctx.metrics.requests.labels("speech", "rejected").inc()
+            ctx.metrics.requests.labels("speech", refusal_outcome(e)).inc()
             return error_response(e, settings.retry_after_s)
         refused = ctx.admit("speech")
         if refused is not None:

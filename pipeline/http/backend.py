@@ -1,6 +1,7 @@
 """The HTTP server's one view of the engine: an in-process `Pipeline` or a running `tts-pipeline serve`.
 
-Everything the server reads about the pipeline (readiness, stage liveness and restarts,
+Everything the server reads about the pipeline (what it runs: `served()`, the model family and
+default chunk schedule requests are validated with; readiness, stage liveness and restarts,
 active and queued requests, per-stage busy time) and every way it starts, streams and
 cancels a request goes through this module, so it is the one place to change when the
 pipeline grows a status method or an admission limit (see docs/http.md, "Wiring").
@@ -22,7 +23,8 @@ import numpy as np
 
 log = logging.getLogger("tts.http")
 
-PROBE_TIMEOUT_MS = 1_000  # a `serve` that does not welcome a probe subscription within 1 s is reported not ready
+# A `serve` that does not welcome a probe subscription within 1 s, or then answer `info` within 1 s, is not ready.
+PROBE_TIMEOUT_MS = 1_000
 # Errors the pipeline reports when it refuses a request for load; the HTTP layer answers 503 to them.
 # The admission limit words its error "server busy ..." (optionally behind the "<stage>: " prefix).
 BUSY_PATTERN = re.compile(r"^(?:[\w.-]+: )*server busy", re.IGNORECASE)
@@ -32,6 +34,27 @@ UNAVAILABLE_PATTERN = re.compile(r"\bdied\b|not running|no welcome|no reply from
 # Input errors a stage finds that the HTTP layer cannot check before submitting (T3 tokenises the text:
 # "text is too long: N tokens ...", "text produced no tokens"): the request is bad, not the server.
 INPUT_PATTERN = re.compile(r"^(?:[\w.-]+: )*(?:text\b|unknown voice\b|voice ')")  # also a voice the stage cannot load
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the pipeline runs, as far as validating a request goes: the model family and its default schedule."""
+
+    kind: str  # "chatterbox" or "turbo" (stages/common/layout.py): which parameters a request may carry
+    schedule: Any  # the ChunkSchedule a request's unset streaming knobs take (cross-field limits use it)
+
+
+def served_from_info(info) -> Served:
+    """A server's `info` answer (ipc.schema.Info) -> Served; None (a server from before `info`) = the base model
+    with ChunkSchedule()'s defaults. ValueError naming the field for an answer this side cannot use."""
+    from stages.cfm.schedule import ChunkSchedule
+    from stages.common.layout import CHATTERBOX, MODEL_KINDS
+
+    if info is None:
+        return Served(CHATTERBOX, ChunkSchedule())
+    if info.model not in MODEL_KINDS:
+        raise ValueError(f"info.model must be one of {', '.join(MODEL_KINDS)}, got {info.model!r}")
+    return Served(info.model, ChunkSchedule.from_params(info.schedule))  # knobs this side does not know are ignored
 
 
 @dataclass
@@ -118,7 +141,7 @@ class LocalBackend:
 
         self.config = config
         self.pipeline = Pipeline(config)
-        self.schedule = config.schedule
+        self._served = Served(config.model_kind, config.schedule)
         self.voices_dir = config.voices_root()  # the stored voices the pipeline's stages load
         self._started = threading.Event()  # set when start() finished, well or badly
         self._stop = threading.Event()
@@ -127,7 +150,11 @@ class LocalBackend:
 
     def describe(self) -> dict[str, Any]:
         spec = self.config.model
-        return {"builtin": spec.builtin, "description": spec.describe(), "max_inflight": self.config.max_inflight}
+        return {"builtin": spec.builtin, "description": spec.describe(), "family": self._served.kind,
+                "max_inflight": self.config.max_inflight}
+
+    def served(self) -> Served:
+        return self._served
 
     def start(self) -> None:
         """Start the pipeline in the owner thread; returns at once (see status() and wait_started())."""
@@ -218,17 +245,23 @@ class RemoteBackend:
         from pathlib import Path
 
         from pipeline.voices import default_voices_dir
-        from stages.cfm.schedule import ChunkSchedule
 
         self.requests_endpoint, self.pub_endpoint = requests_endpoint, pub_endpoint
         # the server's voice store, read here to list and check names (the server's stages load the voices)
         self.voices_dir = Path(voices_dir) if voices_dir is not None else default_voices_dir()
-        self.schedule = ChunkSchedule()  # the server's own defaults are not visible from here
         self._state = EngineStatus(False, "starting")
+        self._served: Served | None = None  # what the server runs: its `info` answer to the last probe that got one
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
-        return {"builtin": None, "description": f"tts-pipeline serve at {self.requests_endpoint}", "max_inflight": None}
+        served = self.served()
+        return {"builtin": None, "description": f"tts-pipeline serve at {self.requests_endpoint}",
+                "family": served.kind if served is not None else None, "max_inflight": None}
+
+    def served(self) -> Served | None:
+        """The server's model family and default schedule, learned by probe(); None until a probe reached it."""
+        with self._lock:
+            return self._served
 
     def start(self) -> None:
         threading.Thread(target=self.probe, name="tts-http-probe", daemon=True).start()
@@ -240,24 +273,47 @@ class RemoteBackend:
         pass
 
     def probe(self) -> EngineStatus:
-        """Subscribe to a probe topic and wait for the server's welcome (blocks up to PROBE_TIMEOUT_MS)."""
+        """Wait for the server's welcome on a probe topic, then ask it what it runs (each up to PROBE_TIMEOUT_MS)."""
+        from pipeline.client import RemoteError
+
+        served = None
+        if not self._welcomed():
+            state = EngineStatus(False, f"no welcome from {self.pub_endpoint}")
+        else:
+            try:
+                served, state = served_from_info(self._ask_info()), EngineStatus(True)
+            except RemoteError as e:  # the publisher is there, its request socket did not answer
+                state = EngineStatus(False, str(e))
+            except ValueError as e:
+                state = EngineStatus(False, f"the server at {self.requests_endpoint} sent an unusable info: {e}")
+        with self._lock:
+            self._state = state
+            if served is not None:
+                self._served = served
+            return state
+
+    def _welcomed(self) -> bool:
+        """Subscribe to a probe topic: True when the server's welcome for it came within PROBE_TIMEOUT_MS."""
         from ipc import framing
         from ipc.schema import TOPIC_END, Welcome
         from ipc.sockets import SocketFactory
 
         topic = f"probe-{uuid.uuid4().hex}"
-        ok = False
         with SocketFactory(linger_ms=0) as sockets:
             sub = sockets.socket("SUB", self.pub_endpoint, SUBSCRIBE=topic.encode() + TOPIC_END)
             deadline = time.monotonic() + PROBE_TIMEOUT_MS / 1000
             while (left := deadline - time.monotonic()) > 0 and sub.poll(int(left * 1000) + 1):
                 _, msg = framing.recv_published(sub)
                 if isinstance(msg, Welcome) and msg.rid == topic:
-                    ok = True
-                    break
-        with self._lock:
-            self._state = EngineStatus(True) if ok else EngineStatus(False, f"no welcome from {self.pub_endpoint}")
-            return self._state
+                    return True
+        return False
+
+    def _ask_info(self):
+        """The server's answer to `info` (None from a server that predates it); RemoteError when it does not answer."""
+        from pipeline.client import RemoteClient
+
+        with RemoteClient(self.requests_endpoint, self.pub_endpoint) as client:
+            return client.info(PROBE_TIMEOUT_MS)
 
     def status(self) -> EngineStatus:
         with self._lock:  # the last probe's answer (probe() is the blocking call)

@@ -43,6 +43,12 @@ def api_error(exc: BaseException) -> tuple[ApiError, str]:
     return ApiError(status, str(exc), code=kind), outcome
 
 
+def refusal_outcome(err: ApiError) -> str:
+    """The outcome for the metrics of a request refused before it started: a 503 (a remote server that did not
+    say what it runs) is `unavailable`, anything else the client's error, `rejected`."""
+    return "unavailable" if err.status == 503 else "rejected"
+
+
 def error_response(err: ApiError, retry_after_s: int) -> JSONResponse:
     headers = {"Retry-After": str(retry_after_s)} if err.status == 503 else None
     return JSONResponse(err.body(), status_code=err.status, headers=headers)

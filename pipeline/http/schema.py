@@ -7,8 +7,11 @@ Two kinds of refusal, each naming the field in `error.param`:
   unknown voice or format, speed other than 1). The engine's own validation finds most of
   these (stages.common.params.resolve_params), so the limits live in one place.
 
-The knobs are the fields of the engine's request parameters (SamplingParams and
-ChunkSchedule), read from those dataclasses, so a knob added there is accepted here too.
+The knobs are the fields of the engine's request parameters, read from its dataclasses (each
+model family's sampling parameters, stages.common.params.SAMPLING, and ChunkSchedule), so a
+knob added there is accepted here too. The body takes the knobs of every family; which ones a
+request may carry is the served family's rule (`resolve_params(..., model=kind)`): on the base
+model `top_k` is a 400 naming it, on Turbo the base-only knobs are accepted and have no effect.
 """
 from __future__ import annotations
 
@@ -22,10 +25,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from pipeline.http import voices
 from pipeline.http.encoders import STREAMABLE, UNAVAILABLE
+from stages.common.layout import CHATTERBOX, TURBO
 
 MAX_INPUT_CHARS = 4096  # OpenAI's documented limit for `input`; longer text is split by the client
 # Knobs not exposed as body fields: `voice` is the OpenAI field of that name (voices.voice_params maps it).
 HIDDEN_KNOBS = ("voice",)
+# What each model family offers instead of OpenAI's `instructions` (a style prompt).
+STYLE_HINTS = {CHATTERBOX: "use exaggeration and cfg_weight", TURBO: "put tags such as [laugh] in the input"}
 
 
 class ApiError(Exception):
@@ -44,16 +50,22 @@ class ApiError(Exception):
 
 
 def knob_fields() -> dict[str, Any]:
-    """name -> (Optional[type], None) for every request parameter of the engine."""
+    """name -> (Optional[type], None) for every request parameter of any model family (one field per name)."""
     from stages.cfm.schedule import ChunkSchedule
-    from stages.t3.sampling import SamplingParams
+    from stages.common.params import SAMPLING
 
-    out = {}
-    for cls in (SamplingParams, ChunkSchedule):
+    out: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for cls in (*SAMPLING.values(), ChunkSchedule):
         hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if f.name not in HIDDEN_KNOBS:
-                out[f.name] = (Optional[hints[f.name]], None)
+            if f.name in HIDDEN_KNOBS:
+                continue
+            spec = (Optional[hints[f.name]], None)
+            if out.setdefault(f.name, spec) != spec:  # one body field cannot take two types
+                raise TypeError(f"knob {f.name!r} is {hints[f.name]} in {cls.__name__} but {out[f.name][0]} "
+                                f"in {owner[f.name]}")
+            owner.setdefault(f.name, cls.__name__)
     return out
 
 
@@ -64,7 +76,7 @@ class _Strict(BaseModel):
 
 SpeechBody = create_model(
     "SpeechBody", __base__=_Strict,
-    model=(Optional[str], None),  # chatterbox, or an OpenAI name (an alias)
+    model=(Optional[str], None),  # the served model's id, or an alias (voices.check_model)
     input=(str, ...),
     voice=(str, voices.DEFAULT_VOICE),
     response_format=(str, "mp3"),  # OpenAI's default
@@ -130,35 +142,42 @@ def check_input(text: str, max_chars: int = MAX_INPUT_CHARS) -> str:
     return text
 
 
-def _blame(params: dict[str, Any], schedule) -> str | None:
+def _blame(params: dict[str, Any], served) -> str | None:
     """The first field that fails on its own (the engine's messages name fields, but not in a parseable way)."""
     from stages.common.params import resolve_params
 
     for name, value in params.items():
         try:
-            resolve_params({name: value}, schedule)
+            resolve_params({name: value}, served.schedule, served.kind)
         except ValueError:
             return name
     return None
 
 
-def resolve(params: dict[str, Any], schedule) -> dict[str, Any]:
-    """The engine's validation of the knobs; the seed is resolved here, so the response can report it."""
+def resolve(params: dict[str, Any], served) -> dict[str, Any]:
+    """The engine's validation of the knobs, by the served model family's rules (`served`: backend.Served);
+    the seed is resolved here, so the response can report it."""
     from stages.common.params import resolve_params
 
     try:
-        return resolve_params(params, schedule)
+        return resolve_params(params, served.schedule, served.kind)
     except ValueError as e:
-        raise ApiError(400, str(e), _blame(params, schedule), "invalid_value") from None
+        raise ApiError(400, str(e), _blame(params, served), "invalid_value") from None
 
 
-def prepare(body, formats: tuple[str, ...], schedule, max_chars: int = MAX_INPUT_CHARS, voices_dir=None) -> Prepared:
-    """A schema-valid SpeechBody -> Prepared, or ApiError(400) naming the field. `voices_dir`: the stored voices."""
+def prepare(body, formats: tuple[str, ...], served, max_chars: int = MAX_INPUT_CHARS, voices_dir=None) -> Prepared:
+    """A schema-valid SpeechBody -> Prepared, or ApiError(400) naming the field.
+
+    `served`: what the pipeline runs (backend.Served: model family, default schedule); `voices_dir`: the stored voices.
+    """
     try:
-        voices.check_model(body.model)
+        voices.check_model(body.model, served.kind)
+    except voices.UnknownName as e:
+        raise ApiError(400, str(e), "model", "unknown_name") from None
+    try:
         voice = voices.voice_params(body.voice, voices_dir)
     except voices.UnknownName as e:
-        raise ApiError(400, str(e), "model" if str(e).startswith("model") else "voice", "unknown_name") from None
+        raise ApiError(400, str(e), "voice", "unknown_name") from None
     text = check_input(body.input, max_chars)
     fmt = body.response_format
     if fmt in UNAVAILABLE:
@@ -172,7 +191,7 @@ def prepare(body, formats: tuple[str, ...], schedule, max_chars: int = MAX_INPUT
                             "change the playback rate on the client)", "speed", "unsupported_value")
     if body.instructions:
         raise ApiError(400, "instructions are not supported (Chatterbox takes no style prompt; "
-                            "use exaggeration and cfg_weight)", "instructions", "unsupported_value")
+                            f"{STYLE_HINTS[served.kind]})", "instructions", "unsupported_value")
     if body.stream_format not in (None, "audio"):
         raise ApiError(400, f"stream_format must be 'audio' (raw audio bytes), got {body.stream_format!r}",
                        "stream_format", "unsupported_value")
@@ -181,5 +200,5 @@ def prepare(body, formats: tuple[str, ...], schedule, max_chars: int = MAX_INPUT
                             f"stream pcm or wav, or leave stream unset", "stream", "unsupported_value")
     streaming = fmt in STREAMABLE if body.stream is None else body.stream
     knobs = {k: v for k in KNOBS if (v := getattr(body, k)) is not None}
-    params = resolve({**knobs, **voice}, schedule)
+    params = resolve({**knobs, **voice}, served)
     return Prepared(text, params, fmt, streaming)

@@ -12,12 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stages.common.layout import CHATTERBOX, TURBO
+
 DEFAULT_VOICE = "default"
 # OpenAI's built-in voice names (audio.speech); each is an alias of the default voice here.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
                  "shimmer", "verse")
-MODEL_ID = "chatterbox"
-# OpenAI's speech model names, accepted as aliases of MODEL_ID (clients send one of them by default).
+# The served model's id, per model family: ResembleAI's repository names (ResembleAI/chatterbox, .../chatterbox-turbo).
+MODEL_IDS = {CHATTERBOX: "chatterbox", TURBO: "chatterbox-turbo"}
+# OpenAI's speech model names, accepted as aliases of the served model (clients send one of them by default).
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
@@ -65,8 +68,20 @@ def voice_params(name: str, voices_dir: str | Path | None = None) -> dict[str, A
                       f"(OpenAI names {', '.join(OPENAI_VOICES)} are aliases of {DEFAULT_VOICE})")
 
 
-def check_model(name: str | None) -> None:
-    if name is None or name == MODEL_ID or name in OPENAI_MODELS:
+def model_id(kind: str) -> str:
+    """The id the server lists for the model family it runs (`kind`: "chatterbox" or "turbo")."""
+    return MODEL_IDS[kind]
+
+
+def model_aliases(kind: str) -> list[str]:
+    """The other names a request may give the served model: the family's name (where it is not the id), OpenAI's."""
+    return [name for name in (kind, *OPENAI_MODELS) if name != MODEL_IDS[kind]]
+
+
+def check_model(name: str | None, kind: str) -> None:
+    """The body's `model` on a server of model family `kind`: its id, an alias, or unset; UnknownName otherwise."""
+    served = model_id(kind)
+    if name is None or name == served or name in model_aliases(kind):
         return
-    raise UnknownName(f"model {name!r} is not available; available: {MODEL_ID} "
-                      f"(OpenAI names {', '.join(OPENAI_MODELS)} are aliases of it)")
+    raise UnknownName(f"model {name!r} is not available: this server runs {served} "
+                      f"(aliases: {', '.join(model_aliases(kind))})")

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from pipeline.http.responses import api_error
+from pipeline.http.responses import api_error, refusal_outcome
 from pipeline.http.schema import ApiError, parse_json, prepare, validate_body
 from pipeline.http.streaming import Cancelled, Chunk, Done, Failed
 
@@ -55,7 +55,7 @@ class Connection:
             try:
                 await self._on_message(message["text"])
             except ApiError as e:
-                self.ctx.metrics.requests.labels("ws", "rejected").inc()
+                self.ctx.metrics.requests.labels("ws", refusal_outcome(e)).inc()
                 await self._error(e, self._last_id)
 
     async def _on_message(self, text: str) -> None:
@@ -93,7 +93,7 @@ class Connection:
         if body.response_format != "pcm" or body.stream is False:
             raise ApiError(400, "the WebSocket stream sends pcm (s16le, 24 kHz mono) only", "response_format",
                            "unsupported_format")
-        prepared = prepare(body, self.ctx.formats, self.ctx.backend.schedule, self.ctx.settings.max_input_chars,
+        prepared = prepare(body, self.ctx.formats, await self.ctx.served(), self.ctx.settings.max_input_chars,
                            getattr(self.ctx.backend, "voices_dir", None))
         self.count += 1
         try:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipc import framing
-from ipc.schema import PROTOCOL_VERSION, Audio, Mel, ProtocolError, Request, Tokens
+from ipc.schema import PROTOCOL_VERSION, Audio, Info, Mel, ProtocolError, Request, Tokens
 
 
 def good_mel_frames():
@@ -110,6 +110,10 @@ def test_oversize_header_is_refused():
         lambda: Tokens(rid="r", seq=0, start=0, ids=np.zeros(3, np.float32)),
         lambda: Mel(rid="r", seq=0, start=0, mel=np.zeros((4, 80), np.float32)),
         lambda: Audio(rid="r", seq=0, start=0, sample_rate=0, pcm=np.zeros(3, np.float32)),
+        lambda: Info(rid="r", model=3),
+        lambda: Info(rid="r", model="m" * 65),
+        lambda: Info(rid="r", model="turbo", schedule=[("n_timesteps", 2)]),
+        lambda: Info(rid="r", model="turbo", schedule={"n_timesteps": [2]}),
     ],
 )
 def test_encoder_refuses_invalid_messages(msg):

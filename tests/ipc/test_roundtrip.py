@@ -6,7 +6,7 @@ import zmq
 
 from ipc import framing
 from ipc.endpoints import Endpoints
-from ipc.schema import Accepted, Audio, Cancel, End, Error, Mel, Ready, Request, Tokens, Welcome, topic
+from ipc.schema import Accepted, Audio, Cancel, End, Error, Info, Mel, Ready, Request, Tokens, Welcome, topic
 from ipc.sockets import SocketFactory
 
 RECV_TIMEOUT_MS = 5000  # a lost message fails the test instead of hanging it
@@ -28,6 +28,9 @@ def sample_messages():
         Ready(rid="t3", seq=0, stage="t3", pid=123, info={"preset": "tiny"}),
         Accepted(rid="r1", seq=0, params={"seed": 42}),
         Welcome(rid="*", seq=0),
+        Info(rid="ask1", seq=0),  # a client's ask: empty fields
+        Info(rid="ask1", seq=0, model="turbo", schedule={"n_timesteps": 2, "first_chunk_timesteps": None, "growth": 2.0,
+                                                        "left_context_tokens": "all"}),
     ]
 
 

@@ -27,6 +27,7 @@ const NUMBER_FIELDS = ["seed", "temperature", "cfg_weight", "exaggeration", "min
   "repetition_penalty", "max_new_tokens", "first_chunk_tokens", "n_timesteps"];
 const INTEGER_FIELDS = new Set(["seed", "max_new_tokens", "first_chunk_tokens", "n_timesteps"]);
 
+let modelId = null; // the served model's id (from /v1/models): the body names it
 let audio = null; // the AudioContext (made on the first Play: browsers want a user gesture)
 let run = null; // the request playing now: {abort, sources, nextTime, t0, parts}
 
@@ -40,16 +41,21 @@ async function loadChoices() {
     fetch("/v1/audio/voices").then((r) => r.json()),
     fetch("/v1/models").then((r) => r.json()),
   ]);
+  const m = models.data[0];
+  modelId = m.id;
+  // the served family's defaults (Turbo: 2 solver steps, top_p 0.95); a knob it does not have keeps the page's value
+  const defaults = { ...m.sampling_defaults, ...m.schedule_defaults };
+  for (const name of NUMBER_FIELDS) if (typeof defaults[name] === "number") $(name).value = defaults[name];
   for (const v of voices.voices) {
     const opt = new Option(v.aliases.length ? `${v.id} (aliases: ${v.aliases.join(", ")})` : v.id, v.id);
     $("voice").add(opt);
   }
-  const m = models.data[0];
   $("model").textContent = `Model: ${m.id} — ${m.description}.`;
 }
 
 function requestBody() {
-  const body = { model: "chatterbox", input: $("text").value, voice: $("voice").value, response_format: "pcm" };
+  const body = { input: $("text").value, voice: $("voice").value, response_format: "pcm" };
+  if (modelId) body.model = modelId; // unset (the server's model) when the list could not be loaded
   for (const name of NUMBER_FIELDS) {
     const raw = $(name).value.trim();
     if (raw !== "") body[name] = INTEGER_FIELDS.has(name) ? parseInt(raw, 10) : parseFloat(raw);

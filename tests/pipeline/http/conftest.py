@@ -106,6 +106,18 @@ def speech_body(tokens: int, **extra) -> dict:
             "max_new_tokens": tokens, **FAST, **extra}
 
 
+# Chatterbox Turbo (built-in turbo-tiny, tests/pipeline/http/test_turbo.py and test_connect.py)
+TURBO_TOKENS = 6
+TAIL_TOKENS = 3  # the silence tokens Turbo's generate appends, decoded too (README, Models)
+TURBO_BYTES = 2 * 960 * (TURBO_TOKENS + TAIL_TOKENS)  # s16le
+TURBO_FAST = {"n_timesteps": 1, "prompt_tokens": 8}  # lengths and validation do not depend on the flow's cost
+
+
+def turbo_body(**extra) -> dict:
+    return {"input": TEXT, "seed": SEED, "ignore_eos": True, "max_new_tokens": TURBO_TOKENS, "response_format": "pcm",
+            **TURBO_FAST, **extra}
+
+
 def metric(url: str, name: str, **labels) -> float | None:
     """One sample of /metrics (None when absent)."""
     import httpx

@@ -88,7 +88,7 @@ def test_models_voices_health(server):
     assert "alloy" in voices["voices"][0]["aliases"]
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz")
-    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["model"] == "chatterbox"
     assert set(ready.json()["stages"]) == {"t3", "cfm", "hifigan"}
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200 and "/static/app.js" in page.text
@@ -111,6 +111,8 @@ def test_models_voices_health(server):
     ({"input": "Hi.", "max_new_tokens": 1.5}, 422, "max_new_tokens", "valid integer"),
     ({"input": "Hi.", "voice": "nobody"}, 400, "voice", "voice 'nobody' is not available"),
     ({"input": "Hi.", "model": "whisper-1"}, 400, "model", "model 'whisper-1' is not available"),
+    ({"input": "Hi.", "model": "chatterbox-turbo"}, 400, "model", "this server runs chatterbox"),
+    ({"input": "Hi.", "top_k": 50}, 400, "top_k", "top_k (not a chatterbox parameter)"),
     ({"input": "Hi.", "bogus": 1}, 422, "bogus", "bogus is not a field"),
     ({"input": "Hi.", "instructions": "Speak slowly."}, 400, "instructions", "instructions are not supported"),
     ({"input": "Hi.", "response_format": "flac", "stream": True}, 400, "stream", "'flac' cannot be streamed"),
