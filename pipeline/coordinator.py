@@ -54,7 +54,6 @@ from pipeline.request_checks import (RID_PATTERN, RequestError, ServerBusy, erro
 from stages.common.accounting import SAMPLES_PER_TOKEN
 from stages.common.chain import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE
 from stages.cfm.schedule import ChunkSchedule
-from stages.common.layout import CHATTERBOX
 
 REPLAY_FINISHED = 64  # finished requests kept for late subscribers (their messages re-published on subscribe)
 # Replay memory: one request keeps at most 4 MiB of published frames (~43 s of float32 audio: the 1000-token
@@ -105,7 +104,6 @@ class Coordinator:
         self.sockets, self.schedule = sockets, schedule or ChunkSchedule()
         self.max_inflight, self.max_queue = max_inflight, max_queue
         self.longform = LongFormRequests(self, Planner(model))  # long texts: one public id, segments inside
-        self.model_kind = self.longform.planner.model_kind() or CHATTERBOX  # answered to `info`
         self.to_t3 = sockets.socket("PUSH", endpoint("t3"))
         self.audio = sockets.socket("PULL", endpoint("audio"))
         self.pub = sockets.socket("XPUB", endpoint("pub"), hwm=PUB_HWM, XPUB_VERBOSE=1)  # see every subscription, repeats too
@@ -455,7 +453,7 @@ class Coordinator:
             self._remote_cancel(identity, msg.rid)
             return
         if isinstance(msg, Info):  # what this server runs: a front end validates requests with it
-            self._reply(identity, Info(rid=msg.rid, model=self.model_kind, schedule=self.schedule.to_dict()))
+            self._reply(identity, Info(rid=msg.rid, model=self.longform.planner.model_kind(), schedule=self.schedule.to_dict()))
             return
         if not isinstance(msg, Request):
             reply: Message = error_reply(msg.rid, f"expected a request, a cancel or an info, got {msg.KIND}")

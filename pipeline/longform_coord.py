@@ -49,6 +49,7 @@ import numpy as np
 from ipc.schema import Audio, Cancel, End, Error, Message, Request
 from pipeline.text.plan import DEFAULT_SENTENCE_SILENCE_S, SAMPLE_RATE, LongFormPlan, make_plan, pause_samples
 from stages.common.accounting import SAMPLES_PER_TOKEN
+from stages.common.layout import CHATTERBOX
 from stages.common.params import CONTINUATION, resolve_params
 
 if TYPE_CHECKING:
@@ -90,12 +91,12 @@ class Planner:
                 self._budget = for_model(self.model_spec or ModelSpec())
             return self._budget
 
-    def model_kind(self) -> str | None:
-        """"chatterbox" / "turbo" of the spec (None: the base model's, also for a spec it cannot tell)."""
+    def model_kind(self) -> str:
+        """"chatterbox" / "turbo" of the spec (the base model for no spec, or one it cannot tell)."""
         try:
-            return self.model_spec.kind if self.model_spec is not None else None
+            return self.model_spec.kind if self.model_spec is not None else CHATTERBOX
         except Exception:
-            return None
+            return CHATTERBOX
 
     def prepare(self, text: str, params: Mapping[str, Any] | None, schedule=None) -> tuple[LongFormPlan | None, dict]:
         """(the plan, or None for an ordinary request; the resolved parameters the request is accepted with).
